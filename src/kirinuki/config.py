@@ -59,6 +59,7 @@ class SynthParams(Section):
 
 
 class ExtractParams(Section):
+    segmenter: Literal["isnet"] = "isnet"
     model: Path = Path("models/isnet.onnx")
     input_size: int = Field(1024, ge=32)
     # None: take the normalisation recorded beside the model (models/<name>.json)
@@ -80,6 +81,7 @@ class ScoreParams(Section):
     flat_contrast: float = Field(0.03, ge=0, le=1)
     secondary_region: float = Field(0.15, ge=0, le=1)  # 2nd region >= this share of the 1st = 2 chars
     min_edge_run: float = Field(0.08, ge=0, le=1)  # mask run along a page edge that counts as a cut
+    small_ratio: float = Field(0.5, gt=0, le=1)  # short side below this x train_resolution = too small
     grades: dict[str, float] = Field(default_factory=lambda: {"A": 0.85, "B": 0.70, "C": 0.55, "D": 0.35})
     lora_ok_grades: list[str] = Field(default_factory=lambda: ["A", "B"])
     weights: dict[str, float] = Field(default_factory=lambda: {

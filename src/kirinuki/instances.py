@@ -1,0 +1,69 @@
+"""Soft foreground mask -> instance label map, and label map -> RGBA cut-outs."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def label_dtype(n: int):
+    return np.uint8 if n <= 255 else np.uint16
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """HxW bool -> HxW bool with enclosed background regions filled."""
+    padded = np.pad(mask, 1).astype(np.uint8)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)  # reach every background pixel connected to the border
+    holes = flood[1:-1, 1:-1] == 0
+    return mask | holes
+
+
+def instances_from_mask(prob: np.ndarray, threshold: float, min_area: float, holes: bool) -> np.ndarray:
+    """HxW float prob -> HxW label map (0 = background, 1..n by falling area).
+
+    Connected components of `prob >= threshold`; components smaller than `min_area`
+    (share of the page) are specks and dropped; holes inside a character are filled.
+    """
+    binary = (prob >= threshold).astype(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    min_px = min_area * prob.size
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_px]
+    # largest first; ties broken by position so the order is deterministic
+    keep.sort(key=lambda i: (-stats[i, cv2.CC_STAT_AREA], stats[i, cv2.CC_STAT_TOP], stats[i, cv2.CC_STAT_LEFT]))
+    labels = np.zeros(prob.shape, label_dtype(len(keep)))
+    for k, i in enumerate(keep, start=1):
+        x, y, w, h = stats[i, :4]
+        part = comp[y:y + h, x:x + w] == i
+        if holes:
+            part = fill_holes(part)
+        view = labels[y:y + h, x:x + w]
+        view[part & (view == 0)] = k
+    return labels
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """HxW bool -> (x0, y0, x1, y1), exclusive end, of its True pixels."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def crop_box(box, shape, margin: float) -> tuple[int, int, int, int]:
+    """Grow xyxy `box` by `margin` x its longer side on each side, clipped to HxW `shape`."""
+    x0, y0, x1, y1 = box
+    pad = int(round(margin * max(x1 - x0, y1 - y0)))
+    h, w = shape[:2]
+    return max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+
+
+def cutout(rgb: np.ndarray, labels: np.ndarray, k: int, box) -> np.ndarray:
+    """RGBA crop (hxwx4 uint8) of character k inside xyxy `box`.
+
+    Transparent pixels are white, so a viewer that ignores alpha shows the character
+    on white paper rather than on black.
+    """
+    x0, y0, x1, y1 = box
+    alpha = labels[y0:y1, x0:x1] == k
+    rgba = np.full((y1 - y0, x1 - x0, 4), 255, np.uint8)
+    rgba[alpha, :3] = rgb[y0:y1, x0:x1][alpha]
+    rgba[..., 3] = alpha * np.uint8(255)
+    return rgba

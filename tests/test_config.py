@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+
+from kirinuki.config import ConfigError, Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_load_and_match_defaults():
+    p = load_params(ROOT / "params.yaml")
+    assert p.extract.model == ROOT / "models/isnet.onnx"  # relative to the params file
+    assert p.score == Params().score and p.validation == Params().validation
+
+
+def test_unknown_key_and_bad_value_name_the_key(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("extract:\n  treshold: 0.4\nscore:\n  train_resolution: -1\nvalidate:\n  good_iou: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_params(f)
+    msg = str(e.value)
+    assert f"{f}: extract.treshold: unknown key" in msg
+    assert "score.train_resolution" in msg and "validate.good_iou" in msg
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("extract: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(f)
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "other.yaml")
+    assert load_params(tmp_path / "missing" / "params.yaml") == Params()
+
+
+def test_grade_bounds_must_fall(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("score:\n  grades: {A: 0.5, B: 0.7, C: 0.2, D: 0.1}\n")
+    with pytest.raises(ConfigError, match="score: .*falling"):
+        load_params(f)
+
+
+def test_digest_changes_with_values():
+    a = Params().extract
+    assert a.digest() == Params().extract.digest()
+    assert a.digest() != a.model_copy(update={"threshold": 0.6}).digest()
