@@ -89,12 +89,12 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
              per_cutout: Path = typer.Option(Path("metrics/per_cutout.csv"), help="per-cut-out CSV to write"),
              params: Path = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
-    from .validate import run_validate
+    from .validate import ValidateError, run_validate
     scores = scores or extract_dir / "scores.jsonl"
     try:
         m = run_validate(extract_dir, gt, scores if scores.exists() else None, _params(params).validation,
                          metrics, per_image, per_cutout)
-    except (FileNotFoundError, ValueError) as e:
+    except ValidateError as e:
         _fail(str(e))
     keys = ("n_images", "union_miou", "instance_miou", "precision", "recall", "count_accuracy",
             "empty_page_fp_rate", "score_iou_spearman")
@@ -108,10 +108,10 @@ def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help
             md_out: Path = typer.Option(Path("metrics/compare.md"), "--md"),
             params: Path = ParamsOpt):
     """Paired per-image comparison against a baseline; exit 1 on a significant regression."""
-    from .compare import run_compare
+    from .compare import CompareError, run_compare
     try:
         code = run_compare(candidate, baseline, _params(params).compare, json_out, md_out)
-    except (FileNotFoundError, ValueError) as e:
+    except CompareError as e:
         _fail(str(e))
     raise typer.Exit(code)
 
