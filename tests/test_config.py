@@ -29,8 +29,8 @@ def test_bad_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(f)
     with pytest.raises(ConfigError, match="no such params file"):
-        load_params(tmp_path / "other.yaml")
-    assert load_params(tmp_path / "missing" / "params.yaml") == Params()
+        load_params(tmp_path / "missing" / "params.yaml")
+    assert load_params(None) == Params()
 
 
 def test_grade_bounds_must_fall(tmp_path):

@@ -16,10 +16,12 @@ from .config import ConfigError, Params, load_params
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Anime/manga pages -> single-character cut-outs with measured quality.")
 
-ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params file (missing: built-in defaults)")
+ParamsOpt = typer.Option(None, "--params", "-p", help="params file [default: ./params.yaml if present, else built-in defaults]")
 
 
-def _params(path: Path) -> Params:
+def _params(path: Optional[Path]) -> Params:
+    if path is None and Path("params.yaml").is_file():
+        path = Path("params.yaml")
     try:
         return load_params(path)
     except ConfigError as e:
@@ -33,7 +35,7 @@ def _fail(message: str, code: int = 1):
 
 @app.command()
 def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<stem>.png + _gt.png"),
-          params: Path = ParamsOpt):
+          params: Optional[Path] = ParamsOpt):
     """Generate procedural manga/anime pages with exact instance ground truth."""
     from .synth import write_dataset
     paths = write_dataset(_params(params).synth, out)
@@ -41,7 +43,7 @@ def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<
 
 
 @app.command("fetch-model")
-def fetch_model_cmd(params: Path = ParamsOpt):
+def fetch_model_cmd(params: Optional[Path] = ParamsOpt):
     """Fetch the default segmentation model (anime ISNet if reachable, else the general ISNet)."""
     from .models import ModelUnavailable, fetch_model
     try:
@@ -55,7 +57,7 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
             out: Path = typer.Option(..., "--out", "-o", help="output folder"),
             max_files: Optional[int] = typer.Option(None, "--max-files", min=1, help="process at most N images"),
             progress: bool = typer.Option(True, help="show a progress bar"),
-            params: Path = ParamsOpt):
+            params: Optional[Path] = ParamsOpt):
     """Cut every character out of every page: labels.png, char_<k>.png, records.jsonl."""
     from .extract import run_extract
     try:
@@ -70,7 +72,7 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
 @app.command()
 def score(extract_dir: Path = typer.Argument(..., help="an extract output folder"),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="scores JSONL (default EXTRACT_DIR/scores.jsonl)"),
-          params: Path = ParamsOpt):
+          params: Optional[Path] = ParamsOpt):
     """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons."""
     from .score import run_score
     if not (extract_dir / "records.jsonl").exists():
@@ -87,7 +89,7 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
              metrics: Path = typer.Option(Path("metrics/validate.json"), help="metrics JSON to write"),
              per_image: Path = typer.Option(Path("metrics/per_image.csv"), help="per-image CSV to write"),
              per_cutout: Path = typer.Option(Path("metrics/per_cutout.csv"), help="per-cut-out CSV to write"),
-             params: Path = ParamsOpt):
+             params: Optional[Path] = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
     from .validate import ValidateError, run_validate
     scores = scores or extract_dir / "scores.jsonl"
@@ -106,7 +108,7 @@ def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help
             baseline: str = typer.Option("HEAD", help="git revision, or a per-image CSV / folder"),
             json_out: Path = typer.Option(Path("metrics/compare.json"), "--json"),
             md_out: Path = typer.Option(Path("metrics/compare.md"), "--md"),
-            params: Path = ParamsOpt):
+            params: Optional[Path] = ParamsOpt):
     """Paired per-image comparison against a baseline; exit 1 on a significant regression."""
     from .compare import CompareError, run_compare
     try:

@@ -67,7 +67,7 @@ class ExtractParams(Section):
     std: Optional[tuple[float, float, float]] = None
     letterbox: Optional[bool] = None
     threshold: float = Field(0.5, gt=0, lt=1)
-    min_area: float = Field(0.002, ge=0, lt=1)  # share of the page; smaller regions are specks
+    min_area: float = Field(0.01, ge=0, lt=1)  # share of the page; smaller regions are specks
     fill_holes: bool = True
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
@@ -127,14 +127,14 @@ class ConfigError(Exception):
 
 
 def load_params(path: Optional[Path] = None) -> Params:
-    """Defaults, overridden by `path` (params.yaml) when given and present.
+    """Defaults, overridden by the params file `path` when given.
 
     Relative paths inside are taken relative to the params file's folder.
     """
-    if path is None or not Path(path).exists():
-        if path is not None and Path(path).name != "params.yaml":
-            raise ConfigError(f"{path}: no such params file")
+    if path is None:
         return Params()
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such params file")
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
