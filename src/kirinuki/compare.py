@@ -191,7 +191,8 @@ def load_per_image(source: str, candidate_path: Path) -> pd.DataFrame | None:
     source: a per_image.csv file, a folder containing one, or else a git revision
     ("HEAD", "main", "HEAD~1"); a revision is read as `git show <rev>:<candidate_path
     relative to its repository root>`. An existing path wins over a revision of the
-    same name. Returns None when the revision lacks that file; raises CompareError for
+    same name. Returns None when the revision lacks that file or the repository has no
+    commit yet; raises CompareError for
     an unknown revision or an unreadable CSV.
     """
     if not source:  # Path("") would mean the current folder
@@ -212,6 +213,8 @@ def load_per_image(source: str, candidate_path: Path) -> pd.DataFrame | None:
         raise CompareError(f"{source}: no such file or folder, and {candidate.parent} is not in a git repository")
     root = Path(top.stdout.decode().strip()).resolve()
     if _git(root, "rev-parse", "--verify", "--quiet", f"{source}^{{commit}}").returncode:
+        if not _git(root, "rev-list", "-n", "1", "--all").stdout:  # no commit yet: no baseline yet
+            return None
         raise CompareError(f"{source}: no such file or folder, nor a git revision")
     spec = f"{source}:{candidate.relative_to(root).as_posix()}"
     shown = _git(root, "show", spec)
