@@ -75,9 +75,10 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
           params: Optional[Path] = ParamsOpt):
     """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons."""
     from .score import run_score
+    cfg = _params(params).score
     if not (extract_dir / "records.jsonl").exists():
         _fail(f"{extract_dir}: no records.jsonl (not an extract output folder)")
-    rows = run_score(extract_dir, _params(params).score, out)
+    rows = run_score(extract_dir, cfg, out)
     counts = {g: sum(r["grade"] == g for r in rows) for g in "ABCDE"}
     typer.echo(f"{len(rows)} cut-outs graded " + " ".join(f"{g}:{n}" for g, n in counts.items()), err=True)
 
@@ -85,17 +86,18 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
 @app.command()
 def validate(extract_dir: Path = typer.Argument(..., help="an extract output folder"),
              gt: Path = typer.Option(..., "--gt", help="folder with <stem>_gt.png (beside or mirroring)"),
-             scores: Optional[Path] = typer.Option(None, help="scores JSONL (default EXTRACT_DIR/scores.jsonl)"),
-             metrics: Path = typer.Option(Path("metrics/validate.json"), help="metrics JSON to write"),
-             per_image: Path = typer.Option(Path("metrics/per_image.csv"), help="per-image CSV to write"),
-             per_cutout: Path = typer.Option(Path("metrics/per_cutout.csv"), help="per-cut-out CSV to write"),
+             scores: Optional[Path] = typer.Option(None, help="scores JSONL [default: EXTRACT_DIR/scores.jsonl]"),
+             metrics: Optional[Path] = typer.Option(None, help="metrics JSON [default: EXTRACT_DIR/validate.json]"),
+             per_image: Optional[Path] = typer.Option(None, help="per-image CSV [default: EXTRACT_DIR/per_image.csv]"),
+             per_cutout: Optional[Path] = typer.Option(None, help="per-cut-out CSV [default: EXTRACT_DIR/per_cutout.csv]"),
              params: Optional[Path] = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
     from .validate import ValidateError, run_validate
     scores = scores or extract_dir / "scores.jsonl"
     try:
         m = run_validate(extract_dir, gt, scores if scores.exists() else None, _params(params).validation,
-                         metrics, per_image, per_cutout)
+                         metrics or extract_dir / "validate.json", per_image or extract_dir / "per_image.csv",
+                         per_cutout or extract_dir / "per_cutout.csv")
     except ValidateError as e:
         _fail(str(e))
     keys = ("n_images", "union_miou", "instance_miou", "precision", "recall", "count_accuracy",
@@ -106,13 +108,14 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
 @app.command()
 def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help="per-image CSV of the new run"),
             baseline: str = typer.Option("HEAD", help="git revision, or a per-image CSV / folder"),
-            json_out: Path = typer.Option(Path("metrics/compare.json"), "--json"),
-            md_out: Path = typer.Option(Path("metrics/compare.md"), "--md"),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="[default: compare.json beside CANDIDATE]"),
+            md_out: Optional[Path] = typer.Option(None, "--md", help="[default: compare.md beside CANDIDATE]"),
             params: Optional[Path] = ParamsOpt):
     """Paired per-image comparison against a baseline; exit 1 on a significant regression."""
     from .compare import CompareError, run_compare
     try:
-        code = run_compare(candidate, baseline, _params(params).compare, json_out, md_out)
+        code = run_compare(candidate, baseline, _params(params).compare,
+                           json_out or candidate.with_name("compare.json"), md_out or candidate.with_name("compare.md"))
     except CompareError as e:
         _fail(str(e))
     raise typer.Exit(code)
