@@ -1,0 +1,78 @@
+"""Model fetching: real HTTP from 127.0.0.1, real `npm pack` of a local package, clear failures."""
+import functools
+import http.server
+import json
+import shutil
+import threading
+
+import pytest
+
+from kirinuki.config import ModelParams, ModelSource
+from kirinuki.models import ModelUnavailable, fetch_model, read_card, sha256_file
+
+NORM = {"mean": (0.5, 0.5, 0.5), "std": (1.0, 1.0, 1.0), "letterbox": False}
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "model.onnx").write_bytes(b"not really onnx, but bytes with a known hash")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}", sha256_file(root / "model.onnx")
+    srv.shutdown()
+
+
+def url_source(name, url, sha=None):
+    return ModelSource(name=name, kind="url", location=url, sha256=sha, **NORM)
+
+
+def test_falls_through_to_the_next_source_and_records_it(tmp_path, server):
+    base, sha = server
+    params = ModelParams(path=tmp_path / "m" / "isnet.onnx", timeout_s=5, sources=[
+        url_source("missing", f"{base}/nope.onnx"),
+        url_source("tampered", f"{base}/model.onnx", sha="0" * 64),
+        url_source("good", f"{base}/model.onnx", sha=sha)])
+    lines = []
+    card = fetch_model(params, log=lines.append)
+    assert card["source"] == "good" and card["sha256"] == sha
+    assert read_card(params.path) == json.loads(params.path.with_suffix(".json").read_text())
+    assert "missing" in lines[0] and "404" in lines[0]
+    assert "tampered" in lines[1] and "does not match" in lines[1]
+    assert not [p for p in params.path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+    lines.clear()
+    fetch_model(params, log=lines.append)  # present and valid: reused, nothing fetched
+    assert lines == [f"model {params.path} present (good, sha256 {sha[:12]}...)"]
+
+
+def test_no_source_fails_fast_naming_each(tmp_path, server):
+    base, _ = server
+    params = ModelParams(path=tmp_path / "isnet.onnx", timeout_s=2, sources=[
+        url_source("a", f"{base}/a.onnx"), url_source("b", "http://127.0.0.1:9/b.onnx")])
+    with pytest.raises(ModelUnavailable) as e:
+        fetch_model(params, log=lambda m: None)
+    assert "a (" in str(e.value) and "b (" in str(e.value)
+    assert not params.path.exists()
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm not installed")
+def test_npm_package_chunks_are_joined_in_order(tmp_path):
+    """The same layout as @imgly/background-removal-data, packed by the real npm, offline."""
+    pkg = tmp_path / "pkg"
+    (pkg / "dist").mkdir(parents=True)
+    (pkg / "package.json").write_text(json.dumps({"name": "fake-model-data", "version": "1.0.0"}))
+    parts = [b"first-chunk|", b"second-chunk|", b"third"]
+    chunks = []
+    for i, part in enumerate(parts):
+        (pkg / "dist" / f"h{i}").write_bytes(part)
+        chunks.append({"hash": f"h{i}", "offsets": [0, len(part)]})
+    (pkg / "dist" / "resources.json").write_text(json.dumps({"/models/small": {"chunks": chunks}}))
+    whole = tmp_path / "expected"
+    whole.write_bytes(b"".join(parts))
+    params = ModelParams(path=tmp_path / "out" / "isnet.onnx", sources=[ModelSource(
+        name="npm", kind="npm", location=f"{pkg}#/models/small", sha256=sha256_file(whole), **NORM)])
+    card = fetch_model(params, log=lambda m: None)
+    assert params.path.read_bytes() == b"".join(parts) and card["source"] == "npm"
