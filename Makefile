@@ -1,17 +1,35 @@
 # The two commands a newcomer needs (see README):
 #   make run    install everything, fetch the model and sample data, run the DVC pipeline
-#   make test   install everything, run the tests
+#   make test   install everything, fetch the model and sample data, run the tests
+#   make gate   the QC gate on the last `make run`: vs the metrics committed at BASE (default HEAD)
+#   make golden regenerate the golden-image baselines after a deliberate change (ONLY=scores: those only)
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test data
+.PHONY: run test data assets golden gate
 run: $(VENV)/.installed
 	dvc pull --quiet data.dvc
 	dvc repro
 
-test: $(VENV)/.installed
+test: assets
 	python -m pytest
+
+# what the golden tests run on: the sample data (in-repo DVC remote) and the default model (npm)
+assets: $(VENV)/.installed
+	dvc pull --quiet data.dvc
+	kirinuki fetch-model
+
+# rewrites only the baselines that differ (the first run fails on them), then checks they pass;
+# review `git diff tests/test_golden/` before committing
+golden: assets
+	-python -m pytest -q tests/test_golden.py --force-regen $(if $(ONLY),-k $(ONLY))
+	python -m pytest -q tests/test_golden.py
+
+BASE ?= HEAD
+gate: $(VENV)/.installed
+	kirinuki compare metrics/per_image.csv --baseline $(BASE) --thresholds qc/thresholds.yaml \
+	  --summary metrics/validate.json --json qc-report/compare.json --md qc-report/compare.md
 
 # regenerate the versioned sample data after changing the generator or `synth` params
 data: $(VENV)/.installed

@@ -1,6 +1,7 @@
-"""DVC stage `compare`: this run's per-image metrics vs those committed at HEAD.
+"""DVC stage `compare`: the QC gate on this run. Per-image metrics vs those committed at
+HEAD (paired statistics), and metrics/validate.json vs the floors in qc/thresholds.yaml.
 
-Exits 1 on a significant regression, which stops `dvc repro` there.
+Exits 1 when the gate fails, which stops `dvc repro` there.
 """
 import sys
 from pathlib import Path
@@ -9,4 +10,5 @@ from kirinuki.compare import run_compare
 from kirinuki.config import load_params
 
 sys.exit(run_compare(Path("metrics/per_image.csv"), "HEAD", load_params(Path("params.yaml")).compare,
-                     Path("metrics/compare.json"), Path("metrics/compare.md")))
+                     Path("metrics/compare.json"), Path("metrics/compare.md"),
+                     thresholds=Path("qc/thresholds.yaml"), summary=Path("metrics/validate.json")))

@@ -1,5 +1,7 @@
 import io
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +132,12 @@ def test_cutout_roundtrip(tmp_path, extract_params):
     run_extract(tmp_path / "p.png", tmp_path / "out", extract_params, progress=False)
     rgba = read_rgba_png(tmp_path / "out" / "p" / "char_2.png")
     assert tuple(rgba[rgba.shape[0] // 2, rgba.shape[1] // 2]) == (30, 40, 60, 255)
+
+
+def test_resume_does_not_depend_on_how_the_model_path_is_spelled(tmp_path, extract_params):
+    save(tmp_path / "p.png", two_figures())
+    run_extract(tmp_path / "p.png", tmp_path / "out", extract_params, progress=False)
+    other = Path(os.path.relpath(extract_params.model))  # same file, relative spelling
+    s = run_extract(tmp_path / "p.png", tmp_path / "out", extract_params.model_copy(update={"model": other}),
+                    progress=False)
+    assert s.skipped == 1

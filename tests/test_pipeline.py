@@ -70,6 +70,8 @@ def repo(tmp_path, model_server):
     p["extract"]["input_size"] = TINY_SIZE
     p["compare"]["min_pairs"] = 2
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    (repo / "qc").mkdir()
+    (repo / "qc" / "thresholds.yaml").write_text("{}\n")  # the real floors are for the real model
     write_dataset(SynthParams(authors=["aoki"], pages_per_author=4, width=192, height=256), repo / "data")
     git(repo, "init", "-q")
     run(DVC + ["init", "-q"], repo)

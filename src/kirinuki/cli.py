@@ -5,6 +5,7 @@ defaults), then calls the stage function; errors become one-line messages.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -110,15 +111,155 @@ def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help
             baseline: str = typer.Option("HEAD", help="git revision, or a per-image CSV / folder"),
             json_out: Optional[Path] = typer.Option(None, "--json", help="[default: compare.json beside CANDIDATE]"),
             md_out: Optional[Path] = typer.Option(None, "--md", help="[default: compare.md beside CANDIDATE]"),
+            thresholds: Optional[Path] = typer.Option(
+                None, help="QC floors to check too, e.g. qc/thresholds.yaml (sample data) [default: none]"),
+            summary: Optional[Path] = typer.Option(
+                None, help="metrics JSON the floors apply to [default: validate.json beside CANDIDATE]"),
             params: Optional[Path] = ParamsOpt):
-    """Paired per-image comparison against a baseline; exit 1 on a significant regression."""
+    """Paired per-image statistics against a baseline, plus floors: exit 1 when the gate fails
+    (a significant regression, or a metric past its limit in the thresholds file)."""
     from .compare import CompareError, run_compare
     try:
         code = run_compare(candidate, baseline, _params(params).compare,
-                           json_out or candidate.with_name("compare.json"), md_out or candidate.with_name("compare.md"))
+                           json_out or candidate.with_name("compare.json"), md_out or candidate.with_name("compare.md"),
+                           thresholds=thresholds, summary=summary)
     except CompareError as e:
         _fail(str(e))
     raise typer.Exit(code)
+
+
+@app.command("report-pr")
+def report_pr(report: Path = typer.Option(..., help="compare JSON of the gate (missing: the job failed before it)"),
+              pr: int = typer.Option(..., min=1, help="pull request number"),
+              sha: str = typer.Option(..., help="commit to set the status on (the PR head)"),
+              metrics_diff: Optional[Path] = typer.Option(None, help="`dvc metrics diff --md` output to include"),
+              repo: str = typer.Option(..., envvar="GITHUB_REPOSITORY", help="owner/name"),
+              server_url: str = typer.Option("https://github.com", envvar="GITHUB_SERVER_URL",
+                                             help="github.com or a GitHub Enterprise server"),
+              run_url: Optional[str] = typer.Option(None, help="link for the status and the comment"),
+              context: str = typer.Option("kirinuki/qc", help="commit status context")):
+    """Post the gate's result on a pull request: one sticky comment (edited on each push) and a
+    commit status. The token is read from $GITHUB_TOKEN."""
+    from .pr_report import ReportError, comment_body, commit_status, connect, publish, read_report
+    try:
+        result = read_report(report)
+        diff = metrics_diff.read_text(encoding="utf-8") if metrics_diff and metrics_diff.is_file() else None
+        state, description = commit_status(result)
+        action = publish(connect(server_url, os.environ.get("GITHUB_TOKEN", "")), repo, pr, sha,
+                         comment_body(result, diff, sha, run_url), state, description, context, run_url)
+    except ReportError as e:
+        _fail(str(e))
+    typer.echo(f"PR #{pr}: comment {action}, status {state} on {sha[:7]}: {description}")
+
+
+# --- publish: tracker runs, tickets, dashboards ---------------------------------------------
+
+RootOpt = typer.Option(Path("."), "--root", help="data root holding <author>/org/ and <author>/tracker-workspace/")
+
+
+def _workspace(tracker_id: str, root: Path):
+    from .workspace import WorkspaceError, check_tracker_id, find_workspaces
+    try:
+        ws = find_workspaces(root).get(check_tracker_id(tracker_id))
+    except WorkspaceError as e:
+        _fail(str(e))
+    if ws is None:
+        _fail(f"{tracker_id}: no <author>/tracker-workspace/{tracker_id} under {root}")
+    return ws
+
+
+@app.command()
+def track(tracker_id: str = typer.Argument(..., help="tracker ID, e.g. QCC-011"),
+          work: Path = typer.Option(..., "--input", "-i", help="<root>/<author>/org/<work> folder of pages"),
+          baseline: Optional[str] = typer.Option(None, help="per_image.csv or folder to compare with [default: this tracker's previous run]"),
+          priority: Optional[str] = typer.Option(None, help="ticket priority, one of publish.sheets.priorities"),
+          summary: Optional[str] = typer.Option(None, help="ticket summary (概要)"),
+          needs: Optional[list[str]] = typer.Option(None, "--needs", help="tracker ID this one needs first (repeatable)"),
+          notify: bool = typer.Option(True, help="send the Pushover summary"),
+          background: bool = typer.Option(False, help="detach; follow with `kirinuki track-log ID --follow`"),
+          detached: bool = typer.Option(False, hidden=True),
+          params: Optional[Path] = ParamsOpt):
+    """Run the pipeline over a work into its tracker workspace, then publish dashboard, ticket, notification."""
+    from .tickets import Ticket, check_ticket
+    from .track import TrackBusy, TrackOptions, make_log, run_track, running_pid, start_background
+    from .workspace import WorkspaceError, workspace_for_input
+    cfg = _params(params)
+    try:
+        ws = workspace_for_input(work, tracker_id)
+        check_ticket(Ticket(tracker_id, "", priority=priority, depends_on=tuple(needs or ())), cfg.publish.sheets)
+    except (WorkspaceError, ValueError) as e:
+        _fail(str(e), code=2)
+    if background:
+        if running_pid(ws):
+            _fail(f"{tracker_id} is already running (pid {running_pid(ws)})")
+        # the child keeps our working directory; the params path stays as typed, since paths
+        # inside it resolve against its spelling and feed the extract params hash (resume)
+        args = [tracker_id, "--input", str(work.absolute()), *(["--params", str(params)] if params else []),
+                *(["--baseline", baseline] if baseline else []), *(["--priority", priority] if priority else []),
+                *(["--summary", summary] if summary else []), *[a for n in needs or [] for a in ("--needs", n)],
+                *([] if notify else ["--no-notify"])]
+        pid = start_background(ws, args)
+        typer.echo(f"{tracker_id}: running in the background (pid {pid}); log: {ws.log}\n"
+                   f"follow: kirinuki track-log {tracker_id} --root {ws.root} --follow")
+        return
+    opts = TrackOptions(baseline=baseline, priority=priority, summary=summary,
+                        depends_on=tuple(needs) if needs else None, notify=notify)
+    try:
+        code = run_track(ws, Path(os.path.abspath(work)), cfg, opts, make_log(ws, detached))
+    except TrackBusy as e:
+        _fail(str(e))
+    raise typer.Exit(code)
+
+
+@app.command("track-log")
+def track_log(tracker_id: str = typer.Argument(..., help="tracker ID"), root: Path = RootOpt,
+              follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the run ends")):
+    """Print a tracker run's log (track.log); --follow waits for the run to finish."""
+    from .track import follow_log
+    try:
+        follow_log(_workspace(tracker_id, root), follow, lambda s: typer.echo(s, nl=False))
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+@app.command()
+def ticket(tracker_id: str = typer.Argument(..., help="tracker ID"),
+           status: Optional[str] = typer.Option(None, help="one of publish.sheets.statuses"),
+           priority: Optional[str] = typer.Option(None, help="one of publish.sheets.priorities"),
+           summary: Optional[str] = typer.Option(None, help="ticket summary (概要)"),
+           details: Optional[str] = typer.Option(None, help="ticket details (詳細)"),
+           needs: Optional[list[str]] = typer.Option(None, "--needs", help="tracker ID this one needs first (repeatable)"),
+           root: Path = RootOpt, params: Optional[Path] = ParamsOpt):
+    """Create or update a ticket row by tracker ID (also sends updates waiting in the outbox)."""
+    from .tickets import publish_tickets, ticket_update
+    from .workspace import OUTBOX_NAME
+    cfg = _params(params).publish.sheets
+    try:
+        t = ticket_update(tracker_id, cfg, status=status, priority=priority, summary=summary, details=details,
+                          depends_on=tuple(needs) if needs else None)
+        result = publish_tickets([t], cfg, root / OUTBOX_NAME)
+    except ValueError as e:
+        _fail(str(e), code=2)
+    typer.echo(result.message)
+
+
+@app.command()
+def serve(root: Path = RootOpt,
+          host: str = typer.Option("127.0.0.1", help="address to bind, e.g. your VPN interface's"),
+          port: int = typer.Option(8765, help="TCP port")):
+    """Serve /tracker/<ID>/ dashboards behind HTTP basic auth ($KIRINUKI_DASHBOARD_USER/_PASSWORD)."""
+    from .serve import ServeError, make_server
+    try:
+        server = make_server(root, host, port)
+    except ServeError as e:
+        _fail(str(e))
+    typer.echo(f"serving {root.absolute()} dashboards on http://{host}:{server.server_port}/ (Ctrl-C stops)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

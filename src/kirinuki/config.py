@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def digest(self) -> str:
-        """Stable short hash of the values, for resume checks and records."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+    def digest(self, exclude: frozenset[str] = frozenset()) -> str:
+        """Stable short hash of the values (less `exclude`), for resume checks and records."""
+        blob = json.dumps(self.model_dump(mode="json", exclude=set(exclude)), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -105,9 +105,112 @@ class ValidateParams(Section):
 
 
 class CompareParams(Section):
-    metric: str = "instance_iou"
-    alpha: float = Field(0.05, gt=0, lt=1)
-    min_pairs: int = Field(6, ge=2)
+    # per-image columns of per_image.csv; a significant regression of any one fails the gate
+    metrics: list[str] = Field(default_factory=lambda: ["instance_iou", "union_iou"], min_length=1)
+    test: Literal["wilcoxon", "t"] = "wilcoxon"  # the test behind the verdict; both are reported
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise: p-values are Holm-adjusted across metrics
+    min_pairs: int = Field(6, ge=2)  # fewer paired images: "too few samples"
+    ci_level: float = Field(0.95, gt=0, lt=1)  # bootstrap interval of the mean difference
+    n_boot: int = Field(10_000, ge=100)
+    seed: int = 0  # bootstrap resampling: same inputs, same interval
+    power: float = Field(0.8, gt=0, lt=1)  # for the detectable effect and the sample size needed
+    min_effect: float = Field(0.02, gt=0)  # smallest change worth detecting, in metric units
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError("metrics: a metric is listed twice")
+        if self.power <= self.alpha:
+            raise ValueError("power must be above alpha")
+        return self
+
+
+class AtLeast(Section):
+    """Floors: a run whose metric is below one of these fails the gate (None: not checked)."""
+    union_miou: Optional[float] = Field(None, ge=0, le=1)
+    instance_miou: Optional[float] = Field(None, ge=0, le=1)
+    precision: Optional[float] = Field(None, ge=0, le=1)
+    recall: Optional[float] = Field(None, ge=0, le=1)
+    count_accuracy: Optional[float] = Field(None, ge=0, le=1)
+    score_iou_spearman: Optional[float] = Field(None, ge=-1, le=1)
+    lora_ok_precision: Optional[float] = Field(None, ge=0, le=1)
+
+
+class AtMost(Section):
+    """Ceilings on metrics where lower is better."""
+    empty_page_fp_rate: Optional[float] = Field(None, ge=0, le=1)
+
+
+class Thresholds(Section):
+    """qc/thresholds.yaml: absolute limits on the corpus metrics of validate.json."""
+    at_least: AtLeast = AtLeast()
+    at_most: AtMost = AtMost()
+
+
+class TrackParams(Section):
+    page_timeout_s: float = Field(300.0, gt=0)  # a page still running after this stops the tracker run
+
+
+class SheetColumns(Section):
+    """Header of each ticket column in the sheet, as the user named it."""
+    id: str = "ID"
+    priority: str = "優先度"
+    status: str = "ステータス"
+    registered: str = "登録日時"
+    updated: str = "更新日時"
+    summary: str = "概要"
+    details: str = "詳細"
+    dashboard: str = "ダッシュボード"
+    depends_on: str = "依存"
+
+
+class SheetsParams(Section):
+    spreadsheet_key: str = ""  # the key in the sheet's URL; empty: updates wait in the outbox
+    worksheet: str = "tickets"
+    api_base: str = "https://sheets.googleapis.com"  # tests point this at a local server
+    token_uri: Optional[str] = None  # None: the token_uri of the service-account JSON
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(5, ge=0)  # on 429/5xx and connection errors, with exponential back-off
+    backoff_s: float = Field(1.0, ge=0)
+    max_backoff_s: float = Field(32.0, ge=0)
+    timezone: str = "Asia/Tokyo"  # of the registered/updated date-times
+    priorities: list[str] = Field(default_factory=lambda: ["最高", "高", "中", "低"], min_length=1)
+    statuses: list[str] = Field(default_factory=lambda: ["着手前", "対応中", "完了"], min_length=1)  # new: the first
+    default_priority: str = "中"
+    running_status: str = "対応中"  # while a tracker run works
+    done_status: str = "完了"  # after a finished tracker run
+    columns: SheetColumns = SheetColumns()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.default_priority not in self.priorities:
+            raise ValueError(f"default_priority {self.default_priority!r} is not one of priorities")
+        for name in ("running_status", "done_status"):
+            if getattr(self, name) not in self.statuses:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of statuses")
+        headers = list(self.columns.model_dump().values())
+        if len(set(headers)) != len(headers):
+            raise ValueError("columns: two ticket fields share a header")
+        return self
+
+
+class DashboardParams(Section):
+    thumb_px: int = Field(256, ge=16)  # longer side of a cut-out thumbnail
+    overlay_px: int = Field(768, ge=16)  # longer side of a page with its masks overlaid
+    overlay_alpha: float = Field(0.45, ge=0, le=1)
+
+
+class NotifyParams(Section):
+    pushover_url: str = "https://api.pushover.net/1/messages.json"
+    timeout_s: float = Field(15.0, gt=0)
+    attach_best: int = Field(4, ge=0)  # best cut-outs in the attached contact sheet; 0 = none
+
+
+class PublishParams(Section):
+    dashboard_url: str = "http://127.0.0.1:8765/tracker/{id}/"  # link in tickets and notifications
+    sheets: SheetsParams = SheetsParams()
+    dashboard: DashboardParams = DashboardParams()
+    notify: NotifyParams = NotifyParams()
 
 
 class Params(Section):
@@ -120,10 +223,38 @@ class Params(Section):
     # "validate" would shadow a pydantic method, hence the alias
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     compare: CompareParams = CompareParams()
+    track: TrackParams = TrackParams()
+    publish: PublishParams = PublishParams()
 
 
 class ConfigError(Exception):
     """Bad params; str() names the file and key."""
+
+
+def _load_yaml_model(path: Path, model: type[BaseModel], what: str):
+    """Read the YAML file `path` into `model`; a ConfigError names the file and each bad key."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"]) or "(top)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{path}: {key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_thresholds(path: Path) -> Thresholds:
+    """The QC floors in `path` (qc/thresholds.yaml), validated like params."""
+    return _load_yaml_model(Path(path), Thresholds, "thresholds file")
 
 
 def load_params(path: Optional[Path] = None) -> Params:
@@ -133,24 +264,8 @@ def load_params(path: Optional[Path] = None) -> Params:
     """
     if path is None:
         return Params()
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: no such params file")
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    try:
-        params = Params.model_validate(raw)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(str(x) for x in err["loc"]) or "(top)"
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{path}: {key}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+    params = _load_yaml_model(path, Params, "params file")
     base = path.parent
     return params.model_copy(update={
         "model": params.model.model_copy(update={"path": base / params.model.path}),

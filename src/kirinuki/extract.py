@@ -39,8 +39,11 @@ def extract_page(rgb: np.ndarray, segment: Segmenter, params: ExtractParams):
 
 
 def params_hash(params: ExtractParams, segment: Segmenter) -> str:
-    """What makes an output reusable: the extract params and the exact model."""
-    return f"{params.digest()}-{segment.info['model_sha256'][:12]}"
+    """What makes an output reusable: the extract params and the exact model.
+
+    The model enters by its sha256, not its path, which may be spelled many ways.
+    """
+    return f"{params.digest(exclude=frozenset({'model'}))}-{segment.info['model_sha256'][:12]}"
 
 
 def _page_done(page_dir: Path, source: Path, phash: str) -> Optional[dict]:
@@ -86,9 +89,13 @@ class ExtractSummary:
 
 
 def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optional[int] = None,
-                progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-                ) -> ExtractSummary:
-    """Extract every image under `inputs` into `out`; a bad file is reported and skipped."""
+                progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                on_page: Callable[[Path], None] = lambda path: None) -> ExtractSummary:
+    """Extract every image under `inputs` into `out`; a bad file is reported and skipped.
+
+    `on_page(path)` is called just before a page is extracted (not for resumed pages):
+    the tracker times pages with it.
+    """
     images = find_images(inputs)[:max_files]
     segment = load_segmenter(params)
     phash = params_hash(params, segment)
@@ -104,6 +111,7 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
         if page is not None:
             summary.skipped += 1
         else:
+            on_page(path)
             try:
                 page = process_image(path, out, segment, params, phash)
             except BadImage as e:

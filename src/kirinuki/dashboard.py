@@ -1,0 +1,192 @@
+"""Static HTML dashboard of a tracker run: every cut-out with its grade, and an index page.
+
+`<workspace>/dashboard/` holds index.html, thumbs/<image>/<k>.png (cut-outs scaled down)
+and overlays/<image>.jpg (the page with its masks tinted and numbered). Pages reference
+them by relative path, so the folder works from disk and behind `kirinuki serve`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .config import DashboardParams
+from .imageio import BadImage, atomic_path, read_image, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
+from .score import QUALITY_JA
+from .validate import GRADES
+from .workspace import Workspace
+
+# instance colours of the overlay (RGB), k = 1, 2, ... cycling
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60)]
+JPEG_QUALITY = 85
+
+_env = Environment(loader=PackageLoader("kirinuki", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                   trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True)
+class Card:
+    """One cut-out as the dashboard shows it."""
+    image: str
+    k: int
+    grade: str
+    quality_ja: str
+    score: float
+    lora_ok: bool
+    reasons: tuple[str, ...]
+    messages: tuple[str, ...]
+    messages_ja: tuple[str, ...]
+    iou: Optional[float]  # None without ground truth
+
+    @property
+    def thumb(self) -> str:
+        return f"thumbs/{self.image}/{self.k}.png"
+
+    @property
+    def overlay(self) -> str:
+        return f"overlays/{self.image}.jpg"
+
+
+# --- pure functions -------------------------------------------------------------------------
+
+def build_cards(scores: list[dict], ious: dict[tuple[str, int], float]) -> list[Card]:
+    """Score records (scores.jsonl rows) + IoU by (image, k) -> cards in page order."""
+    cards = [Card(image=str(s["image"]), k=int(s["k"]), grade=s["grade"],
+                  quality_ja=QUALITY_JA[s["grade"]], score=float(s["score"]),
+                  lora_ok=bool(s["lora_ok"]), reasons=tuple(s.get("reasons", ())),
+                  messages=tuple(s.get("messages", ())), messages_ja=tuple(s.get("messages_ja", ())),
+                  iou=ious.get((str(s["image"]), int(s["k"]))))
+             for s in scores]
+    return sorted(cards, key=lambda c: (c.image, c.k))
+
+
+def grade_counts(cards: list[Card]) -> dict[str, int]:
+    return {g: sum(c.grade == g for c in cards) for g in GRADES}
+
+
+def reason_labels(cards: list[Card]) -> dict[str, str]:
+    """Every reason on the dashboard -> its Japanese label, in name order."""
+    labels = {}
+    for c in cards:
+        labels.update(zip(c.reasons, c.messages_ja or c.reasons))
+    return dict(sorted(labels.items()))
+
+
+def render_dashboard(state: dict, cards: list[Card], validate: Optional[dict], compare: Optional[dict]) -> str:
+    """The tracker page. state: the run's track.json; validate/compare: their JSON or None."""
+    return _env.get_template("dashboard.html.j2").render(
+        s=state, cards=cards, counts=grade_counts(cards), reasons=reason_labels(cards),
+        lora_ok=sum(c.lora_ok for c in cards), v=validate, c=compare, quality=QUALITY_JA)
+
+
+def render_index(entries: list[dict], href: str) -> str:
+    """The list of tracker IDs. entries: track.json states; href: link pattern with {id}."""
+    return _env.get_template("index.html.j2").render(entries=entries, href=href)
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
+    """HxWx3 page with each instance k tinted, outlined and numbered (HxWx3 uint8)."""
+    out = rgb.astype(np.float32)
+    for k in range(1, int(labels.max()) + 1):
+        mask = labels == k
+        if not mask.any():
+            continue
+        color = np.float32(PALETTE[(k - 1) % len(PALETTE)])
+        out[mask] = out[mask] * (1 - alpha) + color * alpha
+    out = out.astype(np.uint8)
+    thick = max(2, round(max(labels.shape) / 400))
+    for k in range(1, int(labels.max()) + 1):
+        mask = (labels == k).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            continue
+        color = PALETTE[(k - 1) % len(PALETTE)]
+        cv2.drawContours(out, contours, -1, color, thick)
+        x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
+        scale = max(labels.shape) / 700
+        org = (x + thick, y + int(30 * scale) + thick)
+        cv2.putText(out, str(k), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick * 3, cv2.LINE_AA)
+        cv2.putText(out, str(k), org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+    return out
+
+
+def fit(img: np.ndarray, longest: int) -> np.ndarray:
+    """Scale down (never up) so the longer side is at most `longest`."""
+    h, w = img.shape[:2]
+    f = longest / max(h, w)
+    if f >= 1:
+        return img
+    return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+# --- I/O edge -----------------------------------------------------------------------------
+
+def _fresh(dst: Path, *sources: Path) -> bool:
+    """dst exists and is newer than every source (so a resumed publish skips it)."""
+    return dst.exists() and all(dst.stat().st_mtime >= s.stat().st_mtime for s in sources if s.exists())
+
+
+def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+            raise OSError(f"{path}: could not write JPEG")
+
+
+def read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def read_ious(per_cutout_csv: Path) -> dict[tuple[str, int], float]:
+    """(image, k) -> IoU from validate's per_cutout.csv; empty when there is none."""
+    if not per_cutout_csv.is_file():
+        return {}
+    with open(per_cutout_csv, encoding="utf-8", newline="") as f:
+        return {(row["image"], int(row["k"])): float(row["iou"]) for row in csv.DictReader(f) if row["iou"]}
+
+
+def write_images(ws: Workspace, cards: list[Card], params: DashboardParams, max_pixels: int) -> None:
+    """Thumbnails of every cut-out and one overlay per page that has a cut-out."""
+    out = ws.dashboard
+    for c in cards:
+        src = ws.extract / c.image / f"char_{c.k}.png"
+        if not _fresh(out / c.thumb, src):
+            write_png(out / c.thumb, fit(read_rgba_png(src), params.thumb_px))
+    for image in sorted({c.image for c in cards}):
+        page_dir = ws.extract / image
+        dst = out / f"overlays/{image}.jpg"
+        if _fresh(dst, page_dir / "labels.png"):
+            continue
+        labels = read_label_png(page_dir / "labels.png")
+        try:
+            rgb = read_image(Path(read_json(page_dir / "page.json")["source"]), max_pixels)
+        except (BadImage, OSError, TypeError, KeyError):  # source moved: the masks on grey still tell
+            rgb = np.full(labels.shape + (3,), 160, np.uint8)
+        _write_jpeg(dst, fit(overlay(rgb, labels, params.overlay_alpha), params.overlay_px))
+
+
+def write_dashboard(ws: Workspace, state: dict, params: DashboardParams, max_pixels: int) -> Path:
+    """Build `<workspace>/dashboard/index.html` from the run's outputs; return its path."""
+    scores_path = ws.extract / "scores.jsonl"
+    scores = read_jsonl(scores_path) if scores_path.is_file() else []
+    cards = build_cards(scores, read_ious(ws.metrics / "per_cutout.csv"))
+    write_images(ws, cards, params, max_pixels)
+    page = ws.dashboard / "index.html"
+    write_text(page, render_dashboard(state, cards, read_json(ws.metrics / "validate.json"),
+                                      read_json(ws.metrics / "compare.json")))
+    return page
+
+
+def write_index(author_workspaces: Path) -> Path:
+    """`<root>/<author>/tracker-workspace/index.html`: every tracker ID of that author."""
+    entries = [s for s in (read_json(d / "track.json") for d in sorted(author_workspaces.iterdir()) if d.is_dir())
+               if s]
+    page = author_workspaces / "index.html"
+    write_text(page, render_index(entries, "{id}/dashboard/index.html"))
+    return page

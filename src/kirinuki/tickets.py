@@ -1,0 +1,264 @@
+"""Ticket rows in the user's Google Sheet, one per tracker ID, upserted through gspread.
+
+A publish reads the sheet once, then writes every changed row in one values batchUpdate
+and every new row in one append. Updates that cannot reach the sheet (no credentials,
+Google unreachable, retries spent) wait in a local outbox (JSON lines) and are replayed,
+in order, ahead of the next publish's own updates, so nothing is lost.
+
+Credentials: `$KIRINUKI_GOOGLE_CREDENTIALS`, the path of a service-account JSON file
+outside any git repository, or the JSON itself. They are never printed.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Optional
+from zoneinfo import ZoneInfo
+
+import gspread
+import requests
+from google.auth.exceptions import GoogleAuthError, TransportError
+from google.auth.transport.requests import AuthorizedSession
+from google.oauth2 import service_account
+from gspread.utils import ValueInputOption, rowcol_to_a1
+
+from .config import SheetColumns, SheetsParams
+from .imageio import read_jsonl, write_jsonl
+from .workspace import check_tracker_id
+
+CREDENTIALS_ENV = "KIRINUKI_GOOGLE_CREDENTIALS"
+GOOGLE_SHEETS = "https://sheets.googleapis.com"
+SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class SheetsUnavailable(Exception):
+    """The sheet cannot be written now; str() is a one-line reason without secrets."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One update of a ticket row. None leaves a cell as it is; `at` becomes the updated
+    date-time (and the registered one when the row is new)."""
+    id: str
+    at: str
+    status: Optional[str] = None
+    priority: Optional[str] = None
+    summary: Optional[str] = None
+    details: Optional[str] = None
+    dashboard: Optional[str] = None
+    depends_on: Optional[tuple[str, ...]] = None  # "this ticket needs these first"
+
+
+def now_text(params: SheetsParams, now: Optional[datetime] = None) -> str:
+    return (now or datetime.now(ZoneInfo(params.timezone))).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def check_ticket(t: Ticket, params: SheetsParams) -> Ticket:
+    """Validate the names the user types; raises ValueError naming the bad one."""
+    check_tracker_id(t.id)
+    if t.priority is not None and t.priority not in params.priorities:
+        raise ValueError(f"priority {t.priority!r} is not one of {', '.join(params.priorities)} (publish.sheets.priorities)")
+    if t.status is not None and t.status not in params.statuses:
+        raise ValueError(f"status {t.status!r} is not one of {', '.join(params.statuses)} (publish.sheets.statuses)")
+    for dep in t.depends_on or ():
+        check_tracker_id(dep)
+        if dep == t.id:
+            raise ValueError(f"{t.id} cannot depend on itself")
+    return t
+
+
+# --- pure planning ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SheetPlan:
+    """What one publish writes: whole rows by 1-based row number, and rows to append."""
+    updates: list[tuple[int, list[str]]]
+    appends: list[list[str]]
+
+
+def _cells(t: Ticket, new: bool) -> dict[str, str]:
+    """Ticket field -> cell text, for the fields this update sets."""
+    cells = {"id": t.id, "updated": t.at, **({"registered": t.at} if new else {})}
+    for name in ("status", "priority", "summary", "details", "dashboard"):
+        if getattr(t, name) is not None:
+            cells[name] = getattr(t, name)
+    if t.depends_on is not None:
+        cells["depends_on"] = ", ".join(t.depends_on)
+    return cells
+
+
+def plan_upsert(values: list[list[str]], tickets: list[Ticket], columns: SheetColumns,
+                defaults: Mapping[str, str]) -> SheetPlan:
+    """Apply `tickets` in order to the sheet's current `values` (header row first, as
+    gspread returns them) and say which rows change.
+
+    Rows are found by the ID column; a new ID gets a new row with its registered time,
+    and `defaults` (field -> text) for the fields its update leaves unset. Header cells missing from the sheet are added
+    after its last column; other columns are left untouched.
+    """
+    heads = columns.model_dump()
+    header = list(values[0]) if values else []
+    header += [h for h in heads.values() if h not in header]
+    col = {name: header.index(h) for name, h in heads.items()}
+    width = len(header)
+    before = [list(r) + [""] * (width - len(r)) for r in values]
+    table = [header] + [r[:] for r in before[1:]]
+    where = {}
+    for i, row in enumerate(table[1:], 1):
+        where.setdefault(row[col["id"]].strip(), i)
+    for t in tickets:
+        new = t.id not in where
+        if new:
+            table.append([""] * width)
+            where[t.id] = len(table) - 1
+        row = table[where[t.id]]
+        cells = {**defaults, **_cells(t, new)} if new else _cells(t, new)
+        for name, text in cells.items():
+            row[col[name]] = text
+    n_old = len(before)
+    updates = [(i + 1, table[i]) for i in range(n_old) if table[i] != before[i]]
+    return SheetPlan(updates=updates, appends=table[n_old:])
+
+
+# --- credentials and HTTP -------------------------------------------------------------------
+
+def _in_git_repo(path: Path) -> bool:
+    return any((d / ".git").exists() for d in path.resolve().parents)
+
+
+def load_credentials(params: SheetsParams, env: Mapping[str, str] = os.environ):
+    """Service-account credentials from the environment; raises SheetsUnavailable."""
+    raw = env.get(CREDENTIALS_ENV, "").strip()
+    if not raw:
+        raise SheetsUnavailable(f"no Google credentials (set {CREDENTIALS_ENV} to a service-account JSON file)")
+    if not raw.startswith("{"):
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise SheetsUnavailable(f"{CREDENTIALS_ENV}: {path}: no such file")
+        if _in_git_repo(path):
+            raise SheetsUnavailable(f"{CREDENTIALS_ENV}: {path} is inside a git repository; keep secrets outside it")
+        raw = path.read_text(encoding="utf-8")
+    try:
+        info = json.loads(raw)
+        if params.token_uri:
+            info["token_uri"] = params.token_uri
+        return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+    except (ValueError, KeyError, TypeError) as e:  # message names the missing field, never its value
+        raise SheetsUnavailable(f"{CREDENTIALS_ENV}: not a usable service-account JSON ({type(e).__name__})") from None
+
+
+class SheetsSession(AuthorizedSession):
+    """An authorised requests session that sends Sheets API calls to params.api_base and
+    retries 429/5xx answers and connection errors with exponential back-off."""
+
+    def __init__(self, credentials, params: SheetsParams, sleep: Callable[[float], None] = time.sleep):
+        super().__init__(credentials)
+        self.params, self.sleep = params, sleep
+
+    def request(self, method, url, *args, **kwargs):
+        p = self.params
+        if url.startswith(GOOGLE_SHEETS):
+            url = p.api_base.rstrip("/") + url[len(GOOGLE_SHEETS):]
+        kwargs["timeout"] = kwargs.get("timeout") or p.timeout_s
+        for attempt in range(p.retries + 1):
+            last = attempt == p.retries
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout, TransportError):
+                if last:
+                    raise
+                response = None
+            if response is not None and (response.status_code not in RETRY_STATUS or last):
+                return response
+            retry_after = response.headers.get("Retry-After", "") if response is not None else ""
+            wait = float(retry_after) if retry_after.isdigit() else p.backoff_s * 2 ** attempt
+            self.sleep(min(wait, p.max_backoff_s))
+
+
+def send_tickets(tickets: list[Ticket], params: SheetsParams, credentials,
+                 sleep: Callable[[float], None] = time.sleep) -> SheetPlan:
+    """Read the worksheet, then write the planned rows: one batchUpdate, one append."""
+    client = gspread.Client(auth=None, session=SheetsSession(credentials, params, sleep))
+    sheet = client.open_by_key(params.spreadsheet_key).worksheet(params.worksheet)
+    defaults = {"priority": params.default_priority, "status": params.statuses[0]}
+    plan = plan_upsert(sheet.get_all_values(), tickets, params.columns, defaults)
+    if plan.updates:
+        sheet.batch_update([{"range": f"{rowcol_to_a1(r, 1)}:{rowcol_to_a1(r, len(row))}", "values": [row]}
+                            for r, row in plan.updates], value_input_option=ValueInputOption.raw)
+    if plan.appends:
+        sheet.append_rows(plan.appends, value_input_option=ValueInputOption.raw, table_range="A1")
+    return plan
+
+
+# --- outbox and publish ---------------------------------------------------------------------
+
+@contextmanager
+def _locked(outbox: Path) -> Iterator[None]:
+    """One publisher at a time per outbox (background runs may finish together)."""
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    with open(outbox.with_name(outbox.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def read_outbox(outbox: Path) -> list[Ticket]:
+    """Pending updates, oldest first; raises ValueError naming the file for a damaged one."""
+    if not outbox.is_file():
+        return []
+    try:
+        rows = read_jsonl(outbox)
+        return [Ticket(**{**r, "depends_on": None if r.get("depends_on") is None else tuple(r["depends_on"])})
+                for r in rows]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{outbox}: not an outbox of ticket updates ({type(e).__name__}); "
+                         "fix or move it to publish again") from None
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    sent: int      # updates written to the sheet, replayed ones included
+    replayed: int  # of which came from the outbox
+    queued: int    # updates waiting in the outbox after this publish
+    message: str
+
+
+def publish_tickets(tickets: list[Ticket], params: SheetsParams, outbox: Path,
+                    env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = time.sleep
+                    ) -> PublishResult:
+    """Send the outbox's pending updates and `tickets` to the sheet in one publish.
+
+    Never raises for an unreachable sheet: the updates then stay in (or join) the
+    outbox, and the message says where and that the next publish sends them.
+    """
+    outbox = Path(outbox)
+    with _locked(outbox):
+        pending = read_outbox(outbox)
+        batch = pending + list(tickets)
+        try:
+            if not params.spreadsheet_key:
+                raise SheetsUnavailable("no sheet configured (publish.sheets.spreadsheet_key is empty)")
+            plan = send_tickets(batch, params, load_credentials(params, env), sleep)
+        except (SheetsUnavailable, gspread.exceptions.GSpreadException, requests.RequestException,
+                GoogleAuthError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            write_jsonl(outbox, [asdict(t) for t in batch])
+            return PublishResult(0, 0, len(batch), (
+                f"ticket sheet not updated: {reason}. {len(tickets)} update(s) kept in {outbox} "
+                f"({len(batch)} pending); the next publish sends them"))
+        outbox.unlink(missing_ok=True)
+        replayed = f", {len(pending)} of them replayed from the outbox" if pending else ""
+        return PublishResult(len(batch), len(pending), 0, (
+            f"ticket sheet updated: {len(batch)} update(s){replayed}; "
+            f"{len(plan.updates)} row(s) rewritten, {len(plan.appends)} appended"))
+
+
+def ticket_update(tracker_id: str, params: SheetsParams, **fields) -> Ticket:
+    """A checked Ticket stamped with the current time in params.timezone."""
+    return check_ticket(replace(Ticket(tracker_id, now_text(params)), **fields), params)

@@ -1,0 +1,370 @@
+"""`kirinuki track`: the whole pipeline over one work for a tracker ID, then publish.
+
+    <root>/<author>/org/<work>/  ->  <root>/<author>/tracker-workspace/<ID>/
+        extract/      cut-outs (run_extract; resumes), scores.jsonl
+        metrics/      validate.json, per_image.csv, per_cutout.csv (when GT exists), compare.json/.md
+        dashboard/    index.html + thumbnails + overlays
+        track.log     progress, one line per page
+        track.json    status and summary of the last run (the dashboards and index read it)
+
+Extraction runs in a child process so that a page can be stopped at the per-page time
+limit: the page in progress is then not written, and the same command resumes.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+import pandas as pd
+from tqdm import tqdm
+
+from .compare import CompareError, paired_compare, run_compare
+from .config import Params
+from .dashboard import read_json, write_dashboard, write_index
+from .extract import ExtractSummary, run_extract
+from .imageio import find_images, index_gt, read_jsonl, write_json
+from .notify import best_cutouts, notify
+from .score import run_score
+from .tickets import Ticket, now_text, publish_tickets
+from .validate import ValidateError, run_validate
+from .workspace import Workspace
+
+Log = Callable[[str], None]
+
+
+class TrackBusy(Exception):
+    """Another run of the same tracker ID is working; str() says which process."""
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    baseline: Optional[str] = None      # per_image.csv or folder; None: the previous run of this tracker
+    priority: Optional[str] = None
+    summary: Optional[str] = None
+    depends_on: Optional[tuple[str, ...]] = None
+    notify: bool = True
+
+
+@dataclass
+class ExtractOutcome:
+    summary: Optional[ExtractSummary] = None
+    stopped: Optional[dict] = None      # {"page", "seconds", "limit_s"} when a page ran out of time
+    error: Optional[str] = None
+
+
+# --- extraction under a per-page time limit -------------------------------------------------
+
+def _extract_worker(work: Path, out: Path, params, conn) -> None:
+    # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak
+    tqdm.set_lock(threading.RLock())
+    try:
+        s = run_extract(work, out, params, progress=False, log=lambda m: conn.send(("log", m)),
+                        on_page=lambda p: conn.send(("page", str(p))))
+        conn.send(("done", asdict(s)))
+    except Exception as e:  # noqa: BLE001 - reported to the parent as the run's error
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def extract_with_limit(work: Path, out: Path, params: Params, log: Log) -> ExtractOutcome:
+    """run_extract in a child process; stop it when one page passes track.page_timeout_s."""
+    limit = params.track.page_timeout_s
+    images = find_images(work)
+    position = {str(p): i for i, p in enumerate(images, 1)}
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited threads or locks
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_extract_worker, args=(work, out, params.extract, send), daemon=True)
+    proc.start()
+    send.close()
+    outcome, page, started = ExtractOutcome(), None, 0.0
+    try:
+        while True:
+            left = None if page is None else limit - (time.monotonic() - started)
+            if left is not None and (left <= 0 or not recv.poll(left)):
+                seconds = time.monotonic() - started
+                proc.kill()
+                proc.join()
+                page_dir = out / page.stem
+                if page_dir.is_dir() and not (page_dir / "page.json").exists():
+                    shutil.rmtree(page_dir)  # the page in progress is not written
+                log(f"warning: page {page.name} still running after {seconds:.0f} s "
+                    f"(track.page_timeout_s = {limit:g}); run stopped, the same command resumes")
+                outcome.stopped = {"page": page.stem, "seconds": round(seconds, 1), "limit_s": limit}
+                return outcome
+            try:
+                kind, value = recv.recv()
+            except EOFError:
+                proc.join()
+                outcome.error = f"extraction process ended unexpectedly (exit code {proc.exitcode})"
+                return outcome
+            if kind == "log":
+                log(value)
+                continue
+            if page is not None:
+                log(f"[{position.get(str(page), '?')}/{len(images)}] {page.stem} "
+                    f"{time.monotonic() - started:.1f} s")
+            if kind == "page":
+                page, started = Path(value), time.monotonic()
+            elif kind == "done":
+                outcome.summary = ExtractSummary(**value)
+                return outcome
+            else:
+                outcome.error = value
+                return outcome
+    finally:
+        proc.join(timeout=10 if outcome.summary or outcome.error else 0)  # let a finished worker exit
+        if proc.is_alive():  # interrupted (Ctrl-C): the page in progress stays undone
+            proc.kill()
+            proc.join()
+        recv.close()
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+def acquire(ws: Workspace) -> None:
+    """Take the tracker's pid file; a background run's parent may have written our pid already."""
+    ws.dir.mkdir(parents=True, exist_ok=True)
+    pid = running_pid(ws)
+    if pid not in (None, os.getpid()):
+        raise TrackBusy(f"{ws.tracker_id} is already running (pid {pid}); follow it with "
+                        f"`kirinuki track-log {ws.tracker_id} --root {ws.root} --follow`")
+    ws.pidfile.write_text(f"{os.getpid()}\n")
+
+
+def release(ws: Workspace) -> None:
+    ws.pidfile.unlink(missing_ok=True)
+
+
+def running_pid(ws: Workspace) -> Optional[int]:
+    """The pid of a live run of this tracker, if any."""
+    try:
+        pid = int(ws.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_label(status: str, params: Params) -> str:
+    s = params.publish.sheets
+    return {"running": s.running_status, "done": s.done_status, "stopped": "停止 stopped",
+            "failed": "失敗 failed"}[status]
+
+
+def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baseline: Optional[str],
+                          params: Params, log: Log) -> tuple[Optional[dict], Optional[dict], Optional[str]]:
+    """validate.json and compare.json of this run (None without GT), and the baseline used."""
+    m = ws.metrics
+    for stale in ("validate.json", "per_cutout.csv", "compare.json", "compare.md"):  # never show an old run's
+        (m / stale).unlink(missing_ok=True)
+    gt = index_gt(work)
+    if not gt.keys() & {p.stem for p in images}:
+        log("no ground truth (<stem>_gt.png) in the work: no IoU, no compare")
+        return None, None, None
+    per_image, previous = m / "per_image.csv", m / "previous" / "per_image.csv"
+    if per_image.is_file():  # the last finished run becomes the baseline of this one
+        previous.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(per_image, previous)
+    try:
+        metrics = run_validate(ws.extract, work, ws.extract / "scores.jsonl", params.validation,
+                               m / "validate.json", per_image, m / "per_cutout.csv")
+    except ValidateError as e:
+        log(f"validate: {e}")
+        return None, None, None
+    log(f"validate: instance mIoU {metrics['instance_miou']}, union mIoU {metrics['union_miou']}, "
+        f"precision {metrics['precision']}, recall {metrics['recall']}")
+    baseline = baseline or (str(previous) if previous.is_file() else None)
+    try:
+        if baseline:
+            run_compare(per_image, baseline, params.compare, m / "compare.json", m / "compare.md")
+        else:
+            table = pd.read_csv(per_image, dtype={"image": str})
+            write_json(m / "compare.json", paired_compare(None, table, params.compare))
+    except (CompareError, ValueError) as e:  # a failed comparison must not lose the run's publish
+        log(f"compare failed: {type(e).__name__}: {e}")
+        return metrics, None, baseline
+    compare = read_json(m / "compare.json")
+    log(f"compare vs {baseline or 'nothing'}: {compare['verdict']}")
+    return metrics, compare, baseline
+
+
+def details_text(state: dict) -> str:
+    """The ticket's details cell: what the run did and measured, in one paragraph."""
+    head = f"{state['finished'] or state['started']} {state['status_label']}"
+    if state["status"] == "stopped":
+        st = state["stopped"]
+        return (f"{head}: page {st['page']} ran {st['seconds']:.0f} s (limit {st['limit_s']:g} s); "
+                f"run stopped, the same command resumes")
+    if state["status"] == "failed":
+        return f"{head}: {state['error']}"
+    grades = " / ".join(f"{g} {n}" for g, n in state["grades"].items())
+    parts = [f"{head}: {state['pages']} pages ({state['resumed']} resumed), {state['characters']} cut-outs",
+             grades, f"LoRA OK {state['lora_ok']}"]
+    v = state.get("metrics")
+    if v:
+        parts.append(f"instance mIoU {v['instance_miou']}, union mIoU {v['union_miou']}, "
+                     f"P {v['precision']} / R {v['recall']}")
+    if state.get("verdict"):
+        parts.append(f"compare: {state['verdict']}")
+    if state["errors"]:
+        parts.append(f"{len(state['errors'])} unreadable file(s)")
+    return " · ".join(parts)
+
+
+def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log: Log,
+              env: Mapping[str, str] = os.environ) -> int:
+    """One tracker run; returns the exit code (0 done, 3 stopped at the time limit, 1 failed)."""
+    acquire(ws)
+    try:
+        tz = params.publish.sheets
+        images = find_images(work)
+        before = read_json(ws.state) or {}  # what the user told earlier runs stays on the dashboard
+        state = {"tracker_id": ws.tracker_id, "author": ws.author, "work": work.name, "input": str(work),
+                 "status": "running", "status_label": status_label("running", params),
+                 "started": now_text(tz), "finished": None, "pages": len(images), "resumed": 0,
+                 "characters": 0, "errors": [], "summary": opts.summary or before.get("summary"),
+                 "depends_on": list(opts.depends_on or before.get("depends_on") or []),
+                 "dashboard_url": dashboard_url(ws, params)}
+        log(f"{ws.tracker_id}: {len(images)} pages in {work} -> {ws.dir}")
+        write_json(ws.state, state)
+        _ticket(ws, state, params, opts, log, env)
+
+        outcome = extract_with_limit(work, ws.extract, params, log)
+        if outcome.summary is not None:
+            s = outcome.summary
+            state.update(pages=s.pages, resumed=s.skipped, characters=s.characters, errors=s.errors)
+            log(f"extract: {s.pages} pages ({s.skipped} already done), {s.characters} cut-outs, "
+                f"{len(s.errors)} unreadable")
+            rows = run_score(ws.extract, params.score)
+            metrics, compare, baseline = _validate_and_compare(ws, work, images, opts.baseline, params, log)
+            state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in "ABCDE"},
+                         lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,
+                         verdict=compare and compare["verdict"],
+                         params_hash=_params_hash(ws), pages_without_cutouts=_pages_without_cutouts(ws, rows))
+        else:
+            state.update(status="stopped" if outcome.stopped else "failed", stopped=outcome.stopped,
+                         error=outcome.error)
+            if outcome.error:
+                log(f"error: {outcome.error}")
+        state.update(status_label=status_label(state["status"], params), finished=now_text(tz))
+        publish(ws, state, params, opts, log, env)
+        log(f"== {state['status']}: {ws.tracker_id}")
+        return {"done": 0, "stopped": 3}.get(state["status"], 1)
+    finally:
+        release(ws)
+
+
+def _params_hash(ws: Workspace) -> Optional[str]:
+    run = read_json(ws.extract / "run.json") or {}
+    return run.get("params_hash")
+
+
+def _pages_without_cutouts(ws: Workspace, rows: list[dict]) -> list[str]:
+    with_cutouts = {r["image"] for r in rows}
+    return sorted(p.name for p in ws.extract.iterdir() if (p / "page.json").is_file() and p.name not in with_cutouts)
+
+
+def dashboard_url(ws: Workspace, params: Params) -> str:
+    return params.publish.dashboard_url.replace("{id}", ws.tracker_id)
+
+
+# --- publish -------------------------------------------------------------------------------
+
+def _ticket(ws: Workspace, state: dict, params: Params, opts: TrackOptions, log: Log, env) -> None:
+    s = params.publish.sheets
+    status = s.done_status if state["status"] == "done" else s.running_status
+    ticket = Ticket(ws.tracker_id, at=state["finished"] or state["started"], status=status,
+                    priority=opts.priority, summary=opts.summary,
+                    details=details_text(state) if state["finished"] else f"{state['started']} running",
+                    dashboard=state["dashboard_url"], depends_on=opts.depends_on)
+    try:
+        log(publish_tickets([ticket], s, ws.outbox, env=env).message)
+    except ValueError as e:  # a damaged outbox: say so, and keep the run going
+        log(f"ticket sheet not updated: {e}")
+
+
+def publish(ws: Workspace, state: dict, params: Params, opts: TrackOptions, log: Log, env) -> None:
+    """Dashboard and index, ticket row, notification. Only the dashboard may raise."""
+    write_json(ws.state, state)
+    page = write_dashboard(ws, state, params.publish.dashboard, params.extract.max_pixels)
+    write_index(ws.dir.parent)
+    log(f"dashboard: {page} ({state['dashboard_url']})")
+    _ticket(ws, state, params, opts, log, env)
+    if opts.notify:
+        best = []
+        if state["status"] == "done" and params.publish.notify.attach_best:
+            rows = read_jsonl(ws.extract / "scores.jsonl")
+            best = [ws.extract / img / f"char_{k}.png"
+                    for img, k in best_cutouts(rows, params.publish.notify.attach_best)]
+        log(notify(f"Kirinuki {ws.tracker_id}: {state['status_label']}", notify_text(state),
+                   state["dashboard_url"], best, params.publish.notify, env))
+
+
+def notify_text(state: dict) -> str:
+    if state["status"] != "done":
+        return details_text(state)
+    lines = [f"{state['author']} / {state['work']}: {state['pages']} pages, {state['characters']} cut-outs",
+             " · ".join(f"{g} {n}" for g, n in state["grades"].items()) + f" · LoRA OK {state['lora_ok']}"]
+    if state.get("metrics"):
+        lines.append(f"instance mIoU {state['metrics']['instance_miou']}")
+    lines.append(f"compare: {state.get('verdict') or 'not compared (no ground truth)'}")
+    return "\n".join(lines)
+
+
+# --- background and log ---------------------------------------------------------------------
+
+def start_background(ws: Workspace, args: list[str]) -> int:
+    """Start `kirinuki track <args> --detached` in its own session, output to track.log."""
+    ws.dir.mkdir(parents=True, exist_ok=True)
+    with open(ws.log, "a", encoding="utf-8") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "kirinuki.cli", "track", *args, "--detached"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    ws.pidfile.write_text(f"{proc.pid}\n")  # so a follower sees the run before the child starts
+    return proc.pid
+
+
+def make_log(ws: Workspace, detached: bool) -> Log:
+    """Timestamped lines to track.log (and stderr); detached runs' stderr already is the log."""
+    ws.dir.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if not detached:
+            with open(ws.log, "a", encoding="utf-8") as f:
+                f.write(line)
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    return log
+
+
+def follow_log(ws: Workspace, follow: bool, write: Callable[[str], None], poll_s: float = 0.5) -> None:
+    """Print track.log; with follow, keep printing until the run's pid file is gone."""
+    if not ws.log.is_file():
+        raise FileNotFoundError(f"{ws.log}: no log yet")
+    with open(ws.log, encoding="utf-8") as f:
+        while True:
+            running = running_pid(ws) is not None
+            chunk = f.read()
+            if chunk:
+                write(chunk)
+            if not follow or not running:
+                return
+            time.sleep(poll_s)

@@ -1,0 +1,71 @@
+"""Where a tracker run lives: `<root>/<author>/org/<work>` in, `<root>/<author>/tracker-workspace/<ID>/` out.
+
+A tracker ID (e.g. QCC-011) names a ticket in the user's sheet and a folder and a URL
+path here, so it is restricted to letters, digits and inner `-`/`_`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+TRACKER_ID = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
+WORKSPACES = "tracker-workspace"
+OUTBOX_NAME = ".kirinuki-outbox.jsonl"
+
+
+class WorkspaceError(Exception):
+    """A bad tracker ID or input layout; str() is a one-line reason."""
+
+
+def check_tracker_id(tracker_id: str) -> str:
+    if not TRACKER_ID.fullmatch(tracker_id or "") or len(tracker_id) > 64:
+        raise WorkspaceError(f"{tracker_id!r}: not a tracker ID (letters and digits, joined by - or _, e.g. QCC-011)")
+    return tracker_id
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders of one tracker run."""
+    root: Path  # holds <author>/ folders
+    author: str
+    tracker_id: str
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.author / WORKSPACES / self.tracker_id
+
+    extract = property(lambda self: self.dir / "extract")       # run_extract output, scores.jsonl
+    metrics = property(lambda self: self.dir / "metrics")       # validate + compare outputs
+    dashboard = property(lambda self: self.dir / "dashboard")   # the only folder `serve` exposes
+    log = property(lambda self: self.dir / "track.log")
+    state = property(lambda self: self.dir / "track.json")      # status and summary of the last run
+    pidfile = property(lambda self: self.dir / "track.pid")     # present while a run works
+
+    @property
+    def outbox(self) -> Path:
+        """Ticket updates that could not reach the sheet; shared by all trackers under root."""
+        return self.root / OUTBOX_NAME
+
+
+def workspace_for_input(work: Path, tracker_id: str) -> Workspace:
+    """Workspace of a run over `work` = <root>/<author>/org/<work>."""
+    work = Path(os.path.abspath(work))  # not resolve(): a symlinked work folder keeps its place
+    if not work.is_dir():
+        raise WorkspaceError(f"{work}: no such folder")
+    if work.parent.name != "org":
+        raise WorkspaceError(f"{work}: expected a work folder <root>/<author>/org/<work>")
+    return Workspace(work.parents[2], work.parents[1].name, check_tracker_id(tracker_id))
+
+
+def find_workspaces(root: Path) -> dict[str, Workspace]:
+    """Tracker ID -> its workspace, for every `<root>/<author>/tracker-workspace/<ID>/`.
+
+    An ID found under two authors keeps the first author in name order.
+    """
+    found: dict[str, Workspace] = {}
+    for d in sorted(Path(root).glob(f"*/{WORKSPACES}/*")):
+        if d.is_dir() and TRACKER_ID.fullmatch(d.name) and d.name not in found:
+            found[d.name] = Workspace(Path(root), d.parent.parent.name, d.name)
+    return found
