@@ -1,6 +1,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,8 @@ from scipy import stats
 
 from kirinuki.compare import (CompareError, decide_gate, load_per_image, paired_compare, run_compare,
                               to_markdown)
-from kirinuki.config import CompareParams
+from kirinuki.config import CompareParams, load_thresholds
+from kirinuki.floors import check_floors, read_summary
 
 PARAMS = CompareParams(metrics=["instance_iou"], alpha=0.05, min_pairs=6, n_boot=2000)
 BASE = [0.50, 0.62, 0.71, 0.40, 0.83, 0.55, 0.66, 0.90, 0.35, 0.77]
@@ -155,7 +157,7 @@ def test_params_reject_a_repeated_metric_and_power_below_alpha():
 def test_markdown_report():
     base = table(BASE + [0.1], names=[f"p{i:02d}" for i in range(10)] + ["gone"])
     md = to_markdown(paired_compare(base, shifted(DIFF), PARAMS))
-    assert "verdict: improved" in md and "| instance_iou ↑ |" in md and "Only in baseline (1): gone" in md
+    assert "statistics: improved" in md and "| instance_iou ↑ |" in md and "Only in baseline (1): gone" in md
     assert "Sample size at 80% power" in md and "Cohen's dz" in md
     many = table([0.5] * 30, names=[f"x{i}" for i in range(30)])
     md = to_markdown(paired_compare(many, table(BASE), PARAMS))
@@ -304,7 +306,8 @@ def test_run_compare_floors(tmp_path, capsys):
     assert result["gate"]["reasons"] == ["floor: instance_miou = 0.4500 is below the limit 0.5",
                                          "floor: empty_page_fp_rate = 0.6000 is above the limit 0.5"]
     md = (out / "c.md").read_text()
-    assert "❌ failed" in md and "| instance_miou | 0.4500 | >= 0.5 | ❌ |" in md and "Gate: FAILED" in md
+    assert "❌ failed · statistics: no detectable change · floors: 1 of 3 met" in md and "Gate: FAILED" in md
+    assert "| instance_miou | 0.4500 | >= 0.5 | ❌ |" in md
     capsys.readouterr()
 
 
@@ -327,3 +330,11 @@ def test_run_compare_bad_floor_inputs_name_the_file(tmp_path):
         run_compare(cand, str(cand), PARAMS, out / "c.json", out / "c.md", thresholds=thresholds,
                     summary=tmp_path / "broken.json")
     assert not out.exists()  # nothing half-written
+
+
+def test_committed_floors_load_and_hold_for_the_committed_metrics():
+    """qc/thresholds.yaml is valid and the sample-data metrics committed beside it meet it."""
+    root = Path(__file__).resolve().parents[1]
+    checks = check_floors(read_summary(root / "metrics" / "validate.json"),
+                          load_thresholds(root / "qc" / "thresholds.yaml"))
+    assert len(checks) >= 5 and all(c["ok"] for c in checks), checks

@@ -25,7 +25,8 @@ def result(shift: float, floors=None) -> dict:
     r = paired_compare(pd.DataFrame({"image": [f"p{i}" for i in range(10)], "instance_iou": base}),
                        pd.DataFrame({"image": [f"p{i}" for i in range(10)],
                                      "instance_iou": [b + shift * (1 + i % 3) for i, b in enumerate(base)]}), params)
-    r.update(baseline_source="origin/main", candidate_source="metrics/per_image.csv", floors=None,
+    r.update(baseline_source="origin/main", candidate_source="metrics/per_image.csv",
+             floors=floors and {"thresholds": "qc/thresholds.yaml", "summary": "validate.json", "checks": floors},
              gate=decide_gate(r, floors))
     return r
 
@@ -89,12 +90,13 @@ def test_unreachable_server_is_a_one_line_error():
 
 
 def test_status_and_comment_text():
-    state, description = commit_status(result(-0.05))
-    assert state == "failure" and description.startswith("QC failed: instance_iou is worse") and len(description) <= 140
+    assert commit_status(result(-0.05)) == ("failure", "QC failed: instance_iou regressed")
     assert commit_status(result(0.05)) == ("success", "QC passed: improved")
-    floors = [{"metric": "recall", "value": 0.2, "op": ">=", "limit": 0.35, "ok": False}]
-    assert commit_status(result(0.0, floors)) == ("failure",
-                                                  "QC failed: floor: recall = 0.2000 is below the limit 0.35")
+    floors = [{"metric": "recall", "value": 0.2, "op": ">=", "limit": 0.35, "ok": False},
+              {"metric": "precision", "value": 0.5, "op": ">=", "limit": 0.3, "ok": True},
+              {"metric": "empty_page_fp_rate", "value": None, "op": "<=", "limit": 0.8, "ok": False}]
+    assert commit_status(result(-0.05, floors)) == (
+        "failure", "QC failed: instance_iou regressed; floors breached: recall, empty_page_fp_rate")
     body = comment_body(result(0.0), "", SHA1, None)
     assert body.startswith(MARKER) and "No metric differs from the base branch." in body
     assert "<details>" in body and "Sample size" in body and "workflow run" not in body

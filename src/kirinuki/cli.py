@@ -17,7 +17,7 @@ from .config import ConfigError, Params, load_params
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Anime/manga pages -> single-character cut-outs with measured quality.")
 
-ParamsOpt = typer.Option(None, "--params", "-p", help="params file [default: ./params.yaml if present, else built-in defaults]")
+ParamsOpt = typer.Option(None, "--params", "-p", help="params file (default: ./params.yaml if present, else built-in defaults)")
 
 
 def _params(path: Optional[Path]) -> Params:
@@ -87,10 +87,10 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
 @app.command()
 def validate(extract_dir: Path = typer.Argument(..., help="an extract output folder"),
              gt: Path = typer.Option(..., "--gt", help="folder with <stem>_gt.png (beside or mirroring)"),
-             scores: Optional[Path] = typer.Option(None, help="scores JSONL [default: EXTRACT_DIR/scores.jsonl]"),
-             metrics: Optional[Path] = typer.Option(None, help="metrics JSON [default: EXTRACT_DIR/validate.json]"),
-             per_image: Optional[Path] = typer.Option(None, help="per-image CSV [default: EXTRACT_DIR/per_image.csv]"),
-             per_cutout: Optional[Path] = typer.Option(None, help="per-cut-out CSV [default: EXTRACT_DIR/per_cutout.csv]"),
+             scores: Optional[Path] = typer.Option(None, help="scores JSONL (default: EXTRACT_DIR/scores.jsonl)"),
+             metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default: EXTRACT_DIR/validate.json)"),
+             per_image: Optional[Path] = typer.Option(None, help="per-image CSV (default: EXTRACT_DIR/per_image.csv)"),
+             per_cutout: Optional[Path] = typer.Option(None, help="per-cut-out CSV (default: EXTRACT_DIR/per_cutout.csv)"),
              params: Optional[Path] = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
     from .validate import ValidateError, run_validate
@@ -109,12 +109,12 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
 @app.command()
 def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help="per-image CSV of the new run"),
             baseline: str = typer.Option("HEAD", help="git revision, or a per-image CSV / folder"),
-            json_out: Optional[Path] = typer.Option(None, "--json", help="[default: compare.json beside CANDIDATE]"),
-            md_out: Optional[Path] = typer.Option(None, "--md", help="[default: compare.md beside CANDIDATE]"),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="report JSON (default: compare.json beside CANDIDATE)"),
+            md_out: Optional[Path] = typer.Option(None, "--md", help="report Markdown (default: compare.md beside CANDIDATE)"),
             thresholds: Optional[Path] = typer.Option(
-                None, help="QC floors to check too, e.g. qc/thresholds.yaml (sample data) [default: none]"),
+                None, help="QC floors to check too, e.g. qc/thresholds.yaml (sample data; default: none)"),
             summary: Optional[Path] = typer.Option(
-                None, help="metrics JSON the floors apply to [default: validate.json beside CANDIDATE]"),
+                None, help="metrics JSON the floors apply to (default: validate.json beside CANDIDATE)"),
             params: Optional[Path] = ParamsOpt):
     """Paired per-image statistics against a baseline, plus floors: exit 1 when the gate fails
     (a significant regression, or a metric past its limit in the thresholds file)."""
@@ -171,7 +171,7 @@ def _workspace(tracker_id: str, root: Path):
 @app.command()
 def track(tracker_id: str = typer.Argument(..., help="tracker ID, e.g. QCC-011"),
           work: Path = typer.Option(..., "--input", "-i", help="<root>/<author>/org/<work> folder of pages"),
-          baseline: Optional[str] = typer.Option(None, help="per_image.csv or folder to compare with [default: this tracker's previous run]"),
+          baseline: Optional[str] = typer.Option(None, help="per_image.csv or folder to compare with (default: this tracker's previous run)"),
           priority: Optional[str] = typer.Option(None, help="ticket priority, one of publish.sheets.priorities"),
           summary: Optional[str] = typer.Option(None, help="ticket summary (概要)"),
           needs: Optional[list[str]] = typer.Option(None, "--needs", help="tracker ID this one needs first (repeatable)"),

@@ -223,8 +223,10 @@ def _names(names: list[str]) -> str:
 
 def to_markdown(result: dict) -> str:
     """A human-readable report of a `paired_compare` result (with `gate`/`floors` if set)."""
-    gate = result.get("gate")
-    title = f"verdict: {result['verdict']}"
+    gate, floors = result.get("gate"), result.get("floors")
+    title = f"statistics: {result['verdict']}"
+    if floors:
+        title += f" · floors: {sum(c['ok'] for c in floors['checks'])} of {len(floors['checks'])} met"
     if gate:
         title = f"{'✅ passed' if gate['passed'] else '❌ failed'} · {title}"
     level = _pct(result["ci_level"])
@@ -261,7 +263,6 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {r['metric']} | {r['n_pairs']} | {_fmt(r['mde_dz'], '.2f')} | {_fmt(r['mde'], '.3f')} "
                          f"| {_fmt(r['n_needed'], 'd')} | {_fmt(r['n_more'], 'd')} |")
         lines.append("")
-    floors = result.get("floors")
     if floors:
         lines += [f"Floors (`{floors['thresholds']}` on `{floors['summary']}`):", "",
                   "| metric | value | limit | ok |", "|---|---:|---:|---|"]

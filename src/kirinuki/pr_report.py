@@ -33,12 +33,13 @@ def commit_status(result: Optional[dict]) -> tuple[str, str]:
     """(state, description) of the commit status for a compare result (None: no report)."""
     if result is None:
         return "error", "QC produced no report: the pipeline failed before the gate"
-    gate = result["gate"]
-    if gate["passed"]:
-        text = f"QC passed: {result['verdict']}"
-    else:
-        text = "QC failed: " + gate["reasons"][0]
-    return ("success" if gate["passed"] else "failure"), _clip(text, MAX_DESCRIPTION)
+    if result["gate"]["passed"]:
+        return "success", f"QC passed: {result['verdict']}"
+    worse = [m for m, r in result["metrics"].items() if r.get("verdict") == "regressed"]
+    breached = [c["metric"] for c in (result.get("floors") or {}).get("checks", []) if not c["ok"]]
+    parts = ([f"{', '.join(worse)} regressed"] if worse else []) + \
+        ([f"floors breached: {', '.join(breached)}"] if breached else [])
+    return "failure", _clip("QC failed: " + "; ".join(parts), MAX_DESCRIPTION)
 
 
 def comment_body(result: Optional[dict], metrics_diff: Optional[str], sha: str, run_url: Optional[str]) -> str:
@@ -52,7 +53,7 @@ def comment_body(result: Optional[dict], metrics_diff: Optional[str], sha: str, 
     gate = result["gate"]
     head = [
         MARKER,
-        f"## Kirinuki QC: {'✅ passed' if gate['passed'] else '❌ failed'} · {result['verdict']}",
+        f"## Kirinuki QC: {'✅ passed' if gate['passed'] else '❌ failed'} · statistics: {result['verdict']}",
         "",
         *[f"- {reason}" for reason in gate["reasons"]],
         "",
