@@ -1,84 +1,235 @@
+"""The scorer on small real images built here, one per failure mode, with their flags and
+grades pinned by pytest-regressions (tests/test_score/*.yml): any change of a feature,
+score or grade shows up in review as a diff of those files."""
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from kirinuki.config import ScoreParams
-from kirinuki.imageio import write_png
-from kirinuki.score import features, grade, run_score
+from kirinuki.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_model
+from kirinuki.features import completeness, features, head_count, text_share
+from kirinuki.imageio import read_jsonl, write_jsonl, write_png
+from kirinuki.instances import bbox, crop_box, cutout
+from kirinuki.score import composite, flags, grade, run_score
 
-P = ScoreParams(train_resolution=128)
-
-
-def figure_rgba(h=200, w=140, color=(200, 120, 90)):
-    """A clean, smooth figure (head + body ellipses) in the middle of its crop."""
-    rgba = np.full((h, w, 4), 255, np.uint8)
-    alpha = np.zeros((h, w), np.uint8)
-    cv2.ellipse(alpha, (w // 2, h // 4), (w // 6, h // 8), 0, 0, 360, 255, -1)
-    cv2.ellipse(alpha, (w // 2, 3 * h // 5), (w // 4, h // 3), 0, 0, 360, 255, -1)
-    rgba[alpha > 0, :3] = color
-    rgba[..., 3] = alpha
-    return rgba
+P = ScoreParams(train_resolution=256)
+MODEL = load_score_model(DEFAULT_SCORE_WEIGHTS)
+PAGE = (640, 480)  # H, W
 
 
-def on_page(rgba, page_shape=(400, 400), at=(100, 100)):
-    """The character's mask placed on an HxW page at (y, x); clipped where it leaves the page."""
-    mask = np.zeros(page_shape, bool)
-    y, x = at
-    h, w = rgba.shape[:2]
-    ys, xs = slice(max(0, y), min(page_shape[0], y + h)), slice(max(0, x), min(page_shape[1], x + w))
-    mask[ys, xs] = rgba[ys.start - y: ys.stop - y, xs.start - x: xs.stop - x, 3] > 0
-    return mask
+def page_rgb(shape=PAGE) -> np.ndarray:
+    """A pale vertical gradient, like a sky or a wall behind the characters."""
+    ramp = np.linspace(0, 1, shape[0])[:, None, None]
+    return (np.array([214, 226, 240]) * (1 - ramp) + np.array([236, 230, 214]) * ramp).astype(np.uint8) \
+        .repeat(shape[1], axis=1)
 
 
-def score_of(rgba, mask, conf=0.95):
-    return grade(features(rgba, mask, conf, P), P)
+def draw_figure(rgb: np.ndarray, cx: int, top: int, height: int, hair=(60, 40, 110), clothes=(190, 70, 70)) -> np.ndarray:
+    """Draw an anime-like standing figure (hair, face with eyes, arms, dress, legs, ink
+    outline) onto rgb; return its HxW bool mask (parts outside the page are cut off)."""
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    r = height // 9
+    head = (cx, top + r)
+    parts = [  # (drawer, colour) in painting order
+        (lambda m, c: cv2.ellipse(m, (head[0], head[1] + r // 3), (int(r * 1.15), int(r * 1.3)), 0, 0, 360, c, -1), hair),
+        (lambda m, c: cv2.ellipse(m, (head[0], head[1] + r // 4), (int(r * 0.8), int(r * 0.85)), 0, 0, 180, c, -1), (250, 222, 200)),
+        (lambda m, c: cv2.fillPoly(m, [np.array([[cx - r, top + 2 * r], [cx + r, top + 2 * r],
+                                                  [cx + 2 * r, top + 6 * r], [cx - 2 * r, top + 6 * r]])], c), clothes),
+        (lambda m, c: cv2.line(m, (cx - r, top + 2 * r + 5), (cx - 2 * r, top + 5 * r), c, max(3, r // 3)), (250, 222, 200)),
+        (lambda m, c: cv2.line(m, (cx + r, top + 2 * r + 5), (cx + 2 * r, top + 5 * r), c, max(3, r // 3)), (250, 222, 200)),
+        (lambda m, c: cv2.rectangle(m, (cx - r + 4, top + 6 * r), (cx - 6, top + 9 * r), c, -1), (250, 222, 200)),
+        (lambda m, c: cv2.rectangle(m, (cx + 6, top + 6 * r), (cx + r - 4, top + 9 * r), c, -1), (250, 222, 200)),
+    ]
+    for draw, colour in parts:
+        draw(mask, 1)
+        draw(rgb, colour)
+    for dx in (-r // 3, r // 3):  # eyes
+        cv2.ellipse(rgb, (cx + dx, head[1] + r // 2), (max(2, r // 7), max(3, r // 5)), 0, 0, 360, (40, 60, 140), -1)
+    # line art: hair strands, a ribbon, dress folds and trim, shoes
+    for dx in range(-r, r + 1, max(2, r // 6)):
+        cv2.line(rgb, (cx + dx // 2, top), (cx + dx, head[1] + r // 4), (30, 20, 60), 1)
+    for y in range(top + 3 * r, top + 6 * r, max(3, r // 4)):  # a check pattern on the dress
+        cv2.line(rgb, (cx - 2 * r, y), (cx + 2 * r, y), (150, 40, 50), 1)
+    cv2.ellipse(rgb, (cx, top + 2 * r + r // 3), (r // 2, r // 4), 0, 0, 360, (240, 200, 60), -1)
+    for i in range(1, 5):
+        x = cx - 2 * r + i * r * 4 // 5
+        cv2.line(rgb, (cx + (x - cx) // 2, top + 3 * r), (x, top + 6 * r - 2), (110, 30, 40), 1)
+    cv2.line(rgb, (cx - 2 * r + 2, top + 6 * r - 4), (cx + 2 * r - 2, top + 6 * r - 4), (250, 250, 250), 2)
+    for x0, x1 in ((cx - r + 4, cx - 6), (cx + 6, cx + r - 4)):
+        cv2.rectangle(rgb, (x0, top + 9 * r - r // 3), (x1, top + 9 * r), (90, 50, 30), -1)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(rgb, contours, -1, (30, 25, 30), 2)
+    return mask > 0
 
 
-def test_clean_figure_is_good():
-    rgba = figure_rgba()
-    g = score_of(rgba, on_page(rgba))
-    assert g["reasons"] == [] and g["grade"] in "AB" and g["lora_ok"] and g["quality_ja"] == "高品質"
+def cut(rgb: np.ndarray, mask: np.ndarray, margin: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
+    """What extract writes for one character: (RGBA cut-out, its page mask)."""
+    labels = mask.astype(np.uint8)
+    return cutout(rgb, labels, 1, crop_box(bbox(mask), labels.shape, margin)), mask
 
 
-@pytest.mark.parametrize("make,reason,grades", [
-    (lambda r: np.where(r[..., 3:] > 0, np.uint8([0, 0, 0, 255]), r), "black", "E"),
-    (lambda r: np.dstack([r[..., :3], np.zeros_like(r[..., 3])]), "empty", "E"),
+def case_clean():
+    rgb = page_rgb()
+    return cut(rgb, draw_figure(rgb, 240, 60, 500))
+
+
+def case_black():
+    rgb = np.zeros(PAGE + (3,), np.uint8)
+    mask = np.zeros(PAGE, bool)
+    mask[100:500, 120:360] = True  # the segmenter took a black screen for a character
+    return cut(rgb, mask)
+
+
+def case_transparent():
+    rgba, mask = case_clean()
+    rgba[..., 3] = 0
+    return rgba, mask
+
+
+def case_two_in_crop():
+    rgb = page_rgb()
+    mask = draw_figure(rgb, 130, 80, 460) | draw_figure(rgb, 350, 80, 460, hair=(200, 150, 60), clothes=(60, 90, 170))
+    return cut(rgb, mask)
+
+
+def case_two_touching():
+    """Two figures whose arms overlap: ONE connected mask region, as extract merges them."""
+    rgb = page_rgb()
+    a = draw_figure(rgb, 165, 80, 460)
+    b = draw_figure(rgb, 315, 80, 460, hair=(200, 150, 60), clothes=(60, 90, 170))
+    mask = a | b
+    n, _ = cv2.connectedComponents(mask.astype(np.uint8))
+    assert n - 1 == 1, "the two figures must touch"
+    return cut(rgb, mask)
+
+
+def case_cut_by_page_bottom():
+    rgb = page_rgb()
+    return cut(rgb, draw_figure(rgb, 240, 260, 700))  # legs and skirt run off the page
+
+
+def case_cut_by_frame():
+    """A panel border cuts the figure at the waist in the middle of the page."""
+    rgb = page_rgb()
+    mask = draw_figure(rgb, 240, 60, 500)
+    mask[340:] = False
+    rgb[340:] = page_rgb()[340:]
+    cv2.line(rgb, (0, 340), (479, 340), (20, 20, 20), 3)
+    return cut(rgb, mask)
+
+
+def case_tiny():
+    rgb = page_rgb()
+    return cut(rgb, draw_figure(rgb, 240, 200, 90))
+
+
+CASES = {  # name: (builder, flags it must raise, grades it may get)
+    "clean": (case_clean, [], "AB"),
+    "black": (case_black, ["black"], "E"),
+    "transparent": (case_transparent, ["empty"], "E"),
+    "two_in_crop": (case_two_in_crop, ["multi_character"], "DE"),
+    "two_touching": (case_two_touching, ["multi_character"], "DE"),
+    "cut_by_page_bottom": (case_cut_by_page_bottom, ["truncated_bottom"], "DE"),
+    "cut_by_frame": (case_cut_by_frame, ["truncated_bottom"], "DE"),
+    "tiny": (case_tiny, ["too_small"], "DE"),
+}
+
+
+def score_case(name):
+    rgba, mask = CASES[name][0]()
+    f = features(rgba, mask, 0.985, P)  # a confident soft mask, as clean segmentations have
+    return f, grade(f, composite([f], MODEL)[0], P)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_failure_modes(name, data_regression):
+    f, g = score_case(name)
+    _, must_flag, grades = CASES[name]
+    assert set(must_flag) <= set(g["reasons"]), g["reasons"]
+    assert g["grade"] in grades, (g["grade"], g["score"])
+    assert g["lora_ok"] == (name == "clean")
+    if must_flag:
+        assert g["messages"] and g["messages_ja"] and g["quality_ja"] == "低品質"
+    data_regression.check({"reasons": g["reasons"], "grade": g["grade"], "score": g["score"],
+                           "lora_ok": g["lora_ok"], "features": f})
+
+
+def test_clean_figure_raises_no_flag_and_reads_high_quality():
+    _, g = score_case("clean")
+    assert g["reasons"] == [] and g["quality"] == "high quality" and g["quality_ja"] == "高品質"
+
+
+@pytest.mark.parametrize("base, flag", [
+    ({}, None),
+    ({"opaque_share": 0.01}, "empty"),
+    ({"luma_mean": 0.05, "luma_std": 0.01}, "black"),
+    ({"regions": 2}, "multi_character"),
+    ({"open_parts": 2}, "multi_character"),
+    ({"heads": 2}, "multi_character"),
+    ({"edge_left": 0.08}, "truncated_left"),
+    ({"cut_top": 0.45}, "truncated_top"),
+    ({"cut_right": 0.84}, None),  # upright figures have straight sides: stricter
+    ({"cut_right": 0.85}, "truncated_right"),
+    ({"resolution": 0.49}, "too_small"),
 ])
-def test_black_and_empty_are_e(make, reason, grades):
-    rgba = make(figure_rgba())
-    g = score_of(rgba, on_page(figure_rgba()))
-    assert reason in g["reasons"] and g["grade"] in grades and not g["lora_ok"] and g["score"] == 0
+def test_flag_thresholds(base, flag):
+    f = {"opaque_share": 0.5, "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 1,
+         "resolution": 1.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
+    assert flags({**f, **base}, P) == ([flag] if flag else [])
 
 
-def test_two_figures_in_one_crop_never_above_d():
-    two = np.concatenate([figure_rgba(), figure_rgba()], axis=1)
-    g = score_of(two, on_page(two))
-    assert "multi_character" in g["reasons"] and g["grade"] in "DE" and not g["lora_ok"]
+def test_a_flag_caps_the_grade_at_d_and_keeps_the_order():
+    f = {"opaque_share": 0.5, "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 2,
+         "resolution": 1.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
+    high, low = grade(f, 1.0, P), grade(f, 0.8, P)
+    assert high["grade"] == "D" and high["score"] < P.grades["C"] and not high["lora_ok"]
+    assert low["score"] < high["score"]
 
 
-def test_body_cut_by_page_bottom_never_above_d():
-    rgba = figure_rgba()
-    mask = on_page(rgba, at=(300, 100))  # lower half leaves the page
-    g = score_of(rgba[:100], mask)
-    assert "truncated_bottom" in g["reasons"] and g["grade"] in "DE"
-    assert "bottom edge" in g["messages"][g["reasons"].index("truncated_bottom")]
+def test_straight_cut_inside_the_page_and_page_edge():
+    mask = np.zeros((500, 400), bool)
+    cv2.ellipse(mask.view(np.uint8), (200, 200), (100, 150), 0, 0, 360, 1, -1)
+    whole = completeness(mask)
+    assert max(whole[f"cut_{s}"] for s in ("left", "top", "right", "bottom")) < 0.45
+    assert whole["edge_bottom"] == 0
+    cut_mask = mask.copy()
+    cut_mask[250:] = False  # a frame line at y=250
+    assert completeness(cut_mask)["cut_bottom"] > 0.9 and completeness(cut_mask)["edge_bottom"] == 0
+    edge = mask[:275]  # the page ends at y=275
+    assert completeness(edge)["edge_bottom"] > 0.5
 
 
-def test_tiny_crop_too_small():
-    rgba = cv2.resize(figure_rgba(), (20, 30), interpolation=cv2.INTER_NEAREST)
-    g = score_of(rgba, on_page(rgba))
-    assert "too_small" in g["reasons"] and g["grade"] in "DE"
+def test_two_heads_on_the_upper_outline():
+    rgb = page_rgb()
+    one = draw_figure(rgb, 240, 60, 500)
+    two = draw_figure(rgb, 165, 60, 460) | draw_figure(rgb, 315, 60, 460)
+    assert head_count(one, P.head_prominence, P.head_level) == 1
+    assert head_count(two, P.head_prominence, P.head_level) == 2
 
 
-def test_run_score_writes_a_record_per_cutout(tmp_path):
-    rgba = figure_rgba()
-    page = tmp_path / "p1"
-    write_png(page / "char_1.png", rgba)
-    write_png(page / "labels.png", on_page(rgba).astype(np.uint8))
-    (tmp_path / "records.jsonl").write_text(json.dumps({"image": "p1", "k": 1, "confidence": 0.9}) + "\n")
-    rows = run_score(tmp_path, P)
-    saved = [json.loads(l) for l in (tmp_path / "scores.jsonl").read_text().splitlines()]
-    assert saved == rows and len(rows) == 1
-    assert set(rows[0]) >= {"image", "k", "score", "grade", "lora_ok", "reasons", "features"}
+def test_lettering_on_paper_is_text():
+    rgba = np.full((200, 200, 4), 255, np.uint8)
+    for i, word in enumerate(("KYAA", "NANI")):
+        cv2.putText(rgba, word, (20, 60 + 60 * i), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0, 255), 2)
+    assert text_share(rgba, (6, 60)) > 0.05
+    plain = np.full((200, 200, 4), 255, np.uint8)
+    assert text_share(plain, (6, 60)) == 0.0
+
+
+def test_run_score_rescores_an_extract_folder(tmp_path):
+    """No extraction: labels.png, char_<k>.png and records.jsonl are all score needs."""
+    rgb = page_rgb()
+    first = draw_figure(rgb, 240, 60, 500)
+    labels = first.astype(np.uint8)
+    write_png(tmp_path / "p1" / "labels.png", labels)
+    write_png(tmp_path / "p1" / "char_1.png", cutout(rgb, labels, 1, crop_box(bbox(first), labels.shape, 0.04)))
+    write_jsonl(tmp_path / "records.jsonl", [{"image": "p1", "k": 1, "confidence": 0.97}])
+    logged = []
+    rows = run_score(tmp_path, P, log=logged.append)
+    assert read_jsonl(tmp_path / "scores.jsonl") == json.loads(json.dumps(rows)) and len(rows) == 1
+    assert set(rows[0]) >= {"image", "k", "score", "grade", "lora_ok", "reasons", "messages_ja", "features"}
+    assert any("ms" in line for line in logged)  # the cost per cut-out is reported
+    strict = P.model_copy(update={"train_resolution": 4096})  # a score param changed: re-score only
+    again = run_score(tmp_path, strict, log=logged.append)
+    assert "too_small" in again[0]["reasons"] and again[0]["grade"] in "DE"

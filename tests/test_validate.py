@@ -1,6 +1,7 @@
 import json
 import math
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,8 +9,8 @@ import pytest
 from kirinuki.config import ValidateParams
 from kirinuki.imageio import write_png
 from kirinuki.validate import (
-    CUTOUT_COLUMNS, IMAGE_COLUMNS, ValidateError, gt_instances, iou_matrix, match_instances,
-    page_metrics, run_validate, summarize,
+    BAND_NAMES, CUTOUT_COLUMNS, IMAGE_COLUMNS, ValidateError, auroc, cutout_truth, gt_instances, iou_matrix,
+    match_instances, page_metrics, run_validate, summarize,
 )
 
 A = np.array  # short, for the hand-written label maps below
@@ -132,9 +133,9 @@ def _per_image():
 
 def test_summarize_known_answers():
     per_cutout = pd.DataFrame([
-        ["a", 1, 0.9, 0.9, "A", True],
-        ["a", 2, 0.5, 0.6, "C", False],
-        ["c", 1, 0.0, 0.8, "B", True],
+        ["a", 1, 0.9, 0.9, "A", True, "", 1, False],
+        ["a", 2, 0.5, 0.6, "C", False, "too_small", 2, True],
+        ["c", 1, 0.0, 0.8, "B", True, "", 0, False],
     ], columns=CUTOUT_COLUMNS)
     s = summarize(_per_image(), per_cutout, ValidateParams(iou_match=0.5, good_iou=0.75))
     assert s == {
@@ -145,24 +146,36 @@ def test_summarize_known_answers():
         "count_accuracy": 0.5, "empty_pages": 2, "empty_page_fp_rate": 0.5,
         "score_iou_spearman": 0.5,         # ranks (3, 1, 2) vs (3, 2, 1)
         "lora_ok_precision": 0.5, "lora_ok_count": 2,
+        "lora_ok_auroc": 0.75,             # the good one is ok; of the two others one is, one not
+        "score_auroc": 1.0,                # 0.9 outranks 0.6 and 0.8
         "grades": {"A": {"n": 1, "mean_iou": 0.9}, "B": {"n": 1, "mean_iou": 0.0},
                    "C": {"n": 1, "mean_iou": 0.5}, "D": {"n": 0, "mean_iou": None},
                    "E": {"n": 0, "mean_iou": None}},
+        "grade_iou_bands": {g: {b: int((g, b) in {("A", "iou_090_100"), ("B", "iou_000_025"),
+                                                   ("C", "iou_050_075")}) for b in BAND_NAMES}
+                            for g in "ABCDE"},
+        # a2 holds two GT characters and a cut body, graded C; c1 holds none, graded B
+        "failure_modes": {"multi_character": {"n": 1, "graded_d_or_e": 0, "flagged": 0},
+                          "cut_body": {"n": 1, "graded_d_or_e": 0, "flagged": 0},
+                          "no_character": {"n": 1, "graded_d_or_e": 0}},
+        "flag_false_positive_rate": {"multi_character": 0.0, "truncated": 0.0},
     }
     json.dumps(s, allow_nan=False)
 
 
 def test_summarize_without_scores_gives_null_score_metrics():
-    per_cutout = pd.DataFrame([["a", 1, 0.9, None, None, None], ["a", 2, 0.5, None, None, None]],
+    per_cutout = pd.DataFrame([["a", 1, 0.9, None, None, None, "", 1, False],
+                               ["a", 2, 0.5, None, None, None, "", 1, False]],
                               columns=CUTOUT_COLUMNS)
     s = summarize(_per_image(), per_cutout, ValidateParams())
     assert s["score_iou_spearman"] is None and s["lora_ok_precision"] is None
-    assert s["lora_ok_count"] is None
+    assert s["lora_ok_count"] is None and s["lora_ok_auroc"] is None and s["score_auroc"] is None
+    assert s["failure_modes"] is None and s["flag_false_positive_rate"] is None
     assert all(g == {"n": 0, "mean_iou": None} for g in s["grades"].values())
 
 
 def test_summarize_constant_scores_and_no_cutouts():
-    per_cutout = pd.DataFrame([["a", k, iou, 0.5, "C", False] for k, iou in ((1, 0.2), (2, 0.4), (3, 0.9))],
+    per_cutout = pd.DataFrame([["a", k, iou, 0.5, "C", False, "", 1, False] for k, iou in ((1, 0.2), (2, 0.4), (3, 0.9))],
                               columns=CUTOUT_COLUMNS)
     s = summarize(_per_image(), per_cutout, ValidateParams())
     assert s["score_iou_spearman"] is None  # constant input has no rank correlation
@@ -170,6 +183,24 @@ def test_summarize_constant_scores_and_no_cutouts():
     empty = summarize(_per_image().iloc[3:], pd.DataFrame(columns=CUTOUT_COLUMNS), ValidateParams())
     assert (empty["n_cutouts"], empty["union_miou"], empty["instance_miou"]) == (0, None, None)
     assert (empty["precision"], empty["recall"]) == (None, None)
+
+
+def test_cutout_truth_finds_merged_characters_and_cut_bodies():
+    gt = np.zeros((300, 300), np.uint8)
+    cv2.ellipse(gt, (60, 120), (27, 60), 0, 0, 360, 1, -1)   # two whole characters side by side
+    cv2.ellipse(gt, (126, 120), (27, 60), 0, 0, 360, 2, -1)
+    gt[210:300, 210:270] = 3                                 # a third one running off the bottom edge
+    pred = np.zeros_like(gt)
+    pred[54:186, 24:162] = 1                                 # one cut-out holding both
+    pred[210:300, 210:270] = 2
+    p = ValidateParams()
+    assert cutout_truth(pred, gt, p) == {1: {"gt_instances": 2, "gt_cut": False},
+                                         2: {"gt_instances": 1, "gt_cut": True}}
+
+
+def test_auroc_counts_ties_half_and_needs_both_classes():
+    assert auroc([0.9, 0.5, 0.5, 0.1], [True, True, False, False]) == 0.875  # 3 wins + a tie, of 4
+    assert auroc([1, 0], [True, True]) is None
 
 
 # --- end to end ---------------------------------------------------------------------------
@@ -199,7 +230,7 @@ def test_run_validate_end_to_end(tmp_path, capsys):
     scores.write_text("".join(json.dumps(r) + "\n" for r in [
         {"image": "p1", "k": 1, "score": 0.9, "grade": "A", "lora_ok": True, "reasons": []},
         {"image": "p1", "k": 2, "score": 0.8, "grade": "B", "lora_ok": True, "reasons": []},
-        {"image": "p2", "k": 1, "score": 0.5, "grade": "C", "lora_ok": False, "reasons": ["small"]},
+        {"image": "p2", "k": 1, "score": 0.5, "grade": "C", "lora_ok": False, "reasons": ["too_small", "heads"]},
         {"image": "p3", "k": 1, "score": 0.1, "grade": "E", "lora_ok": False, "reasons": []},
     ]))
     paths = tmp_path / "m.json", tmp_path / "per_image.csv", tmp_path / "per_cutout.csv"
@@ -226,10 +257,13 @@ def test_run_validate_end_to_end(tmp_path, capsys):
     ]
     assert paths[2].read_text().splitlines() == [
         ",".join(CUTOUT_COLUMNS),
-        "p1,1,1.0,0.9,A,True",
-        "p1,2,1.0,0.8,B,True",
-        "p2,1,0.75,0.5,C,False",
+        "p1,1,1.0,0.9,A,True,,1,True",   # on these 4x4 pages every GT instance meets a page edge
+        "p1,2,1.0,0.8,B,True,,1,True",
+        "p2,1,0.75,0.5,C,False,too_small;heads,1,True",
     ]
+    table = (tmp_path / "grades.md").read_text()  # beside the metrics JSON
+    assert "| A | 0 | 0 | 0 | 0 | 1 | 1 | 1.000 |" in table and "| C | 0 | 0 | 0 | 1 | 0 | 1 | 0.750 |" in table
+    assert "AUROC of lora_ok for IoU ≥ 0.75: None" in table  # every cut-out here is good: no negatives
 
 
 def test_run_validate_without_scores(tmp_path):
@@ -241,7 +275,7 @@ def test_run_validate_without_scores(tmp_path):
     result = run_validate(extract, gts, None, ValidateParams(), *paths)
     assert result["instance_miou"] == 1.0 and result["score_iou_spearman"] is None
     assert result["lora_ok_count"] is None
-    assert paths[2].read_text().splitlines()[1] == "p1,1,1.0,,,"
+    assert paths[2].read_text().splitlines()[1] == "p1,1,1.0,,,,,1,True"  # the GT touches the page edges
 
 
 def test_run_validate_without_any_gt_fails(tmp_path):

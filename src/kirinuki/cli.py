@@ -74,14 +74,42 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
 def score(extract_dir: Path = typer.Argument(..., help="an extract output folder"),
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="scores JSONL (default EXTRACT_DIR/scores.jsonl)"),
           params: Optional[Path] = ParamsOpt):
-    """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons."""
-    from .score import run_score
+    """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons (re-scores without re-extracting)."""
+    from .config import load_score_model
+    from .score import ScoreError, run_score
     cfg = _params(params).score
+    try:
+        model = load_score_model(cfg.weights_path)
+    except ConfigError as e:
+        _fail(str(e), code=2)
     if not (extract_dir / "records.jsonl").exists():
         _fail(f"{extract_dir}: no records.jsonl (not an extract output folder)")
-    rows = run_score(extract_dir, cfg, out)
+    try:
+        rows = run_score(extract_dir, cfg, out, model, log=lambda m: typer.echo(m, err=True))
+    except ScoreError as e:
+        _fail(f"{cfg.weights_path}: {e}")
     counts = {g: sum(r["grade"] == g for r in rows) for g in "ABCDE"}
     typer.echo(f"{len(rows)} cut-outs graded " + " ".join(f"{g}:{n}" for g, n in counts.items()), err=True)
+
+
+@app.command()
+def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract output folder(s) whose pages have ground truth"),
+              gt: list[Path] = typer.Option(..., "--gt", help="folder with <stem>_gt.png; repeat for several"),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="[default: score.weights_file, else the weights shipped with kirinuki]"),
+              params: Optional[Path] = ParamsOpt):
+    """Fit the composite score on cut-outs with ground truth; write the weights with their provenance."""
+    from .calibrate import CalibrateError, run_calibrate
+    p = _params(params)
+    out = out or p.score.weights_path
+    try:
+        model = run_calibrate(extract_dirs, gt, p.score, p.calibrate, p.validation.iou_match,
+                              p.validation.good_iou, out, log=lambda m: typer.echo(m, err=True))
+    except CalibrateError as e:
+        _fail(str(e))
+    prov = model.provenance
+    typer.echo(f"fitted on {prov['n_samples']} cut-outs of {prov['n_images']} images -> {out}")
+    for name, figures in prov["fit"].items():
+        typer.echo(f"  {name}: " + "  ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @app.command()

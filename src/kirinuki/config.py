@@ -74,34 +74,94 @@ class ExtractParams(Section):
     threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0 = library default
 
 
+# fitted on realbench dev for the default extractor; see its provenance
+DEFAULT_SCORE_WEIGHTS = Path(__file__).with_name("score_weights.yaml")
+
+
 class ScoreParams(Section):
     train_resolution: int = Field(512, ge=1)  # short side a LoRA trainer wants
     min_opaque: float = Field(0.02, ge=0, le=1)  # opaque share of crop below this = empty
     black_luma: float = Field(0.08, ge=0, le=1)  # visible pixels this dark and flat = black screen
     flat_contrast: float = Field(0.03, ge=0, le=1)
     secondary_region: float = Field(0.15, ge=0, le=1)  # 2nd region >= this share of the 1st = 2 chars
+    open_radius: float = Field(0.1, gt=0, le=1)  # opening radius, share of sqrt(mask area): cuts thin bridges
+    head_prominence: float = Field(0.25, gt=0, le=1)  # a head rises this far (share of height) above its valleys
+    head_level: float = Field(0.65, ge=0, le=1)  # ... and reaches this share of the figure's height
     min_edge_run: float = Field(0.08, ge=0, le=1)  # mask run along a page edge that counts as a cut
+    min_cut_horizontal: float = Field(0.45, gt=0, le=1)  # top/bottom outline this straight inside the page: cut
+    min_cut_vertical: float = Field(0.85, gt=0, le=1)  # left/right (upright figures have straight sides)
     small_ratio: float = Field(0.5, gt=0, le=1)  # short side below this x train_resolution = too small
-    grades: dict[str, float] = Field(default_factory=lambda: {"A": 0.85, "B": 0.70, "C": 0.55, "D": 0.35})
+    grades: dict[str, float] = Field(default_factory=lambda: {"A": 0.85, "B": 0.75, "C": 0.55, "D": 0.35})
     lora_ok_grades: list[str] = Field(default_factory=lambda: ["A", "B"])
-    weights: dict[str, float] = Field(default_factory=lambda: {
-        "resolution": 0.25, "confidence": 0.35, "smoothness": 0.2, "solidity": 0.2})
+    # the fitted composite (`kirinuki calibrate`); None: the fit shipped with kirinuki
+    weights_file: Optional[Path] = None
+
+    @property
+    def weights_path(self) -> Path:
+        return self.weights_file or DEFAULT_SCORE_WEIGHTS
 
     @model_validator(mode="after")
     def _check(self):
         if list(self.grades) != ["A", "B", "C", "D"] or list(self.grades.values()) != sorted(self.grades.values(), reverse=True):
             raise ValueError("grades must map A, B, C, D to falling lower bounds (E is below D)")
-        if not set(self.lora_ok_grades) <= set("ABCDE"):
-            raise ValueError("lora_ok_grades must be grades A-E")
-        unknown = set(self.weights) - {"resolution", "confidence", "smoothness", "solidity"}
-        if unknown:
-            raise ValueError(f"weights: unknown feature(s) {sorted(unknown)}")
+        if not set(self.lora_ok_grades) <= set("ABC"):
+            raise ValueError("lora_ok_grades must be among A-C (a flagged cut-out is never above D)")
         return self
+
+
+def _check_tree(tree, features: set[str]) -> None:
+    """A leaf (number) or [feature, threshold, left, right] with a known feature."""
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return
+    if not (isinstance(tree, list) and len(tree) == 4 and tree[0] in features
+            and isinstance(tree[1], (int, float))):
+        raise ValueError(f"a tree node must be a number or [feature, threshold, left, right] "
+                         f"over {sorted(features)}, got {str(tree)[:60]}")
+    _check_tree(tree[2], features)
+    _check_tree(tree[3], features)
+
+
+class ScoreModel(Section):
+    """qc/score_weights.yaml, written by `kirinuki calibrate`: the composite score is
+    base + learning_rate x (sum of the trees' leaves), clipped to 0..1 — a predicted IoU."""
+    features: list[str] = Field(min_length=1)
+    base: float
+    learning_rate: float = Field(gt=0)
+    trees: list[list] = Field(min_length=1)  # [feature, threshold, left, right]; a leaf is a number
+    provenance: dict = Field(default_factory=dict)  # data, sample counts, input hash, fit metrics
+
+    @model_validator(mode="after")
+    def _check(self):
+        for tree in self.trees:
+            _check_tree(tree, set(self.features))
+        return self
+
+
+class CalibrateParams(Section):
+    """`kirinuki calibrate`: fit the ScoreModel on cut-outs with ground truth."""
+    # Below ~100 cut-outs the rank correlation it reports has a standard error of ~0.1
+    # (1/sqrt(n-3)), too coarse to tell a fit that meets 0.70 from one that does not.
+    min_samples: int = Field(100, ge=20)
+    min_per_class: int = Field(10, ge=1)  # cut-outs at and below validate.good_iou, each
+    folds: int = Field(5, ge=2)  # cross-validation folds, grouped by image
+    seed: int = 0  # fold assignment
+    features: list[str] = Field(default_factory=lambda: [
+        "confidence", "area_share", "skin_share", "opaque_share", "luma_std", "edge_density",
+        "hue_entropy", "compactness", "solidity", "text_share"], min_length=1)
+    rounds: int = Field(200, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    depth: int = Field(2, ge=1, le=4)
+    min_leaf: int = Field(5, ge=1)  # cut-outs in a leaf, at least
+    bins: int = Field(16, ge=2)  # candidate thresholds: quantiles of each feature
 
 
 class ValidateParams(Section):
     iou_match: float = Field(0.5, gt=0, le=1)  # a detection counts at this IoU
     good_iou: float = Field(0.75, gt=0, le=1)  # a cut-out this good is LoRA-worthy
+    # ground truth of the failure modes, to measure the scorer's flags against:
+    holds_instance: float = Field(0.3, gt=0, le=1)  # a cut-out holds a GT instance with this share of it inside
+    gt_cut_edge: float = Field(0.08, gt=0, le=1)  # a GT figure along a page edge this far (share of extent) is cut
+    gt_cut_straight: float = Field(0.5, gt=0, le=1)  # ... or ending top/bottom on one straight line this wide
 
 
 class CompareParams(Section):
@@ -220,6 +280,7 @@ class Params(Section):
     synth: SynthParams = SynthParams()
     extract: ExtractParams = ExtractParams()
     score: ScoreParams = ScoreParams()
+    calibrate: CalibrateParams = CalibrateParams()
     # "validate" would shadow a pydantic method, hence the alias
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     compare: CompareParams = CompareParams()
@@ -257,6 +318,11 @@ def load_thresholds(path: Path) -> Thresholds:
     return _load_yaml_model(Path(path), Thresholds, "thresholds file")
 
 
+def load_score_model(path: Path) -> ScoreModel:
+    """The fitted score weights in `path` (qc/score_weights.yaml), validated like params."""
+    return _load_yaml_model(Path(path), ScoreModel, "score weights file (fit one with `kirinuki calibrate`)")
+
+
 def load_params(path: Optional[Path] = None) -> Params:
     """Defaults, overridden by the params file `path` when given.
 
@@ -270,4 +336,6 @@ def load_params(path: Optional[Path] = None) -> Params:
     return params.model_copy(update={
         "model": params.model.model_copy(update={"path": base / params.model.path}),
         "extract": params.extract.model_copy(update={"model": base / params.extract.model}),
+        "score": params.score.model_copy(update={
+            "weights_file": params.score.weights_file and base / params.score.weights_file}),
     })

@@ -16,13 +16,17 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
 from .config import ValidateParams
+from .features import completeness
 from .imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
 
 GRADES = ("A", "B", "C", "D", "E")
 MAX_LABEL = 65535  # largest id a uint16 PNG label map can hold
 IMAGE_COLUMNS = ["image", "n_gt", "n_pred", "union_iou", "instance_iou", "tp", "fp", "fn",
                  "count_ok", "empty_fp"]
-CUTOUT_COLUMNS = ["image", "k", "iou", "score", "grade", "lora_ok"]
+CUTOUT_COLUMNS = ["image", "k", "iou", "score", "grade", "lora_ok", "reasons", "gt_instances", "gt_cut"]
+# fixed IoU bands of the grade table (stable metric names: iou_<low>_<high> in hundredths)
+IOU_BANDS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+BAND_NAMES = [f"iou_{round(lo * 100):03d}_{round(hi * 100):03d}" for lo, hi in zip(IOU_BANDS, IOU_BANDS[1:])]
 
 
 class ValidateError(Exception):
@@ -78,6 +82,38 @@ def iou_matrix(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     inter = joint[np.ix_(p_fg, g_fg)]
     union = p_area[p_fg, None] + g_area[None, g_fg] - inter
     return inter / union, p_ids[p_fg], g_ids[g_fg]  # union >= area of a present id > 0
+
+
+def cutout_truth(pred: np.ndarray, gt: np.ndarray, params: ValidateParams) -> dict[int, dict]:
+    """What each predicted cut-out really is, by the ground truth (to measure flags against).
+
+    pred, gt: HxW label maps. Returns {pred_id: {"gt_instances": how many GT instances
+    have at least `holds_instance` of their area inside it, "gt_cut": whether the GT
+    instance it overlaps most is a cut body — along a page edge, or ending on a straight
+    top/bottom line (a frame, a sprite's edge)}}.
+    """
+    p_ids, p_idx = _compact(pred)
+    g_ids, g_idx = _compact(gt)
+    joint = np.bincount(p_idx * len(g_ids) + g_idx, minlength=len(p_ids) * len(g_ids)).reshape(len(p_ids), len(g_ids))
+    g_area = joint.sum(axis=0)
+    cut = {}
+    out = {}
+    for i, k in enumerate(p_ids):
+        if k == 0:
+            continue
+        inter = joint[i].astype(float)
+        inter[g_ids == 0] = 0
+        held = int(((inter / np.maximum(g_area, 1) >= params.holds_instance) & (g_ids != 0)).sum())
+        is_cut = False
+        if inter.max() > 0:
+            g = int(g_ids[inter.argmax()])
+            if g not in cut:
+                c = completeness(gt == g)
+                cut[g] = (max(c[f"edge_{s}"] for s in ("left", "top", "right", "bottom")) >= params.gt_cut_edge
+                          or max(c["cut_top"], c["cut_bottom"]) >= params.gt_cut_straight)
+            is_cut = cut[g]
+        out[int(k)] = {"gt_instances": held, "gt_cut": bool(is_cut)}
+    return out
 
 
 def _assign(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +172,23 @@ def page_metrics(pred: np.ndarray, gt: np.ndarray, iou_match: float) -> dict:
     }
 
 
+def auroc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a random positive outranks a random negative (ties count half);
+    None without both. score: [n] numbers; positive: [n] bool."""
+    score, positive = np.asarray(score, float), np.asarray(positive, bool)
+    pos, neg = score[positive], score[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return round(float(greater / (len(pos) * len(neg))), 4)
+
+
+def iou_band(iou: pd.Series) -> pd.Series:
+    """BAND_NAMES label of each IoU: a band holds its lower bound, the last one also 1.0."""
+    return pd.Series(np.array(BAND_NAMES)[np.searchsorted(IOU_BANDS[1:-1], iou.to_numpy(), side="right")],
+                     index=iou.index)
+
+
 def _num(x) -> float | None:
     """A JSON-safe metric: rounded to 4 decimals, None for missing/NaN."""
     if x is None or pd.isna(x):
@@ -173,6 +226,11 @@ def summarize(per_image: pd.DataFrame, per_cutout: pd.DataFrame, params: Validat
     for g in GRADES:
         g_iou = iou[per_cutout["grade"] == g]
         grades[g] = {"n": len(g_iou), "mean_iou": _num(g_iou.mean())}  # mean of none: NaN -> None
+    bands = iou_band(iou)
+    grade_bands = {g: {b: int(((per_cutout["grade"] == g) & (bands == b)).sum()) for b in BAND_NAMES}
+                   for g in GRADES}
+    good = (iou >= params.good_iou).to_numpy()
+    failure_modes, flag_fp = _failure_modes(per_cutout) if scored.any() else (None, None)
 
     any_scored = bool(scored.any())
     return {
@@ -190,8 +248,52 @@ def summarize(per_image: pd.DataFrame, per_cutout: pd.DataFrame, params: Validat
         "score_iou_spearman": _num(spearman),
         "lora_ok_precision": _ratio((iou[lora_ok] >= params.good_iou).sum(), lora_ok.sum()),
         "lora_ok_count": int(lora_ok.sum()) if any_scored else None,
+        # does the grade separate LoRA-worthy cut-outs (IoU >= good_iou) from the rest?
+        "lora_ok_auroc": auroc(lora_ok.to_numpy(), good) if any_scored else None,
+        "score_auroc": auroc(score[scored].to_numpy(), good[scored.to_numpy()]) if any_scored else None,
         "grades": grades,
+        "grade_iou_bands": grade_bands,
+        # ground-truth failure modes: how many, how many graded D/E, how many carry the flag
+        "failure_modes": failure_modes,
+        "flag_false_positive_rate": flag_fp,
     }
+
+
+def _failure_modes(per_cutout: pd.DataFrame) -> tuple[dict, dict]:
+    """Per failure mode of the ground truth (cutout_truth): count, graded D/E, flagged;
+    and how often a flag fires on a cut-out that is not that failure."""
+    held = per_cutout["gt_instances"].fillna(0).astype(int)
+    cut = per_cutout["gt_cut"].fillna(False).astype(bool) & (held >= 1)
+    reasons = per_cutout["reasons"].fillna("").astype(str)
+    low = per_cutout["grade"].isin(["D", "E"])
+    flag_multi, flag_cut = reasons.str.contains("multi_character"), reasons.str.contains("truncated_")
+
+    def mode(truth, flag=None):
+        out = {"n": int(truth.sum()), "graded_d_or_e": int((truth & low).sum())}
+        return out if flag is None else {**out, "flagged": int((truth & flag).sum())}
+
+    single, whole = held == 1, (held == 1) & ~cut
+    return ({"multi_character": mode(held >= 2, flag_multi), "cut_body": mode(cut, flag_cut),
+             "no_character": mode(held == 0)},
+            {"multi_character": _ratio((flag_multi & single).sum(), single.sum()),
+             "truncated": _ratio((flag_cut & whole).sum(), whole.sum())})
+
+
+def grades_markdown(metrics: dict, good_iou: float) -> str:
+    """The grade x IoU-band table and the score figures of a metrics dict, as markdown."""
+    head = "| grade | " + " | ".join(f"IoU {lo:.2f}–{hi:.2f}" for lo, hi in zip(IOU_BANDS, IOU_BANDS[1:]))
+    lines = [f"{head} | n | mean IoU |", "|---" * (len(BAND_NAMES) + 3) + "|"]
+    for g in GRADES:
+        row = metrics["grade_iou_bands"][g]
+        mean = metrics["grades"][g]["mean_iou"]
+        lines.append(f"| {g} | " + " | ".join(str(row[b]) for b in BAND_NAMES)
+                     + f" | {metrics['grades'][g]['n']} | {'–' if mean is None else f'{mean:.3f}'} |")
+    figures = {"score_iou_spearman": "Spearman(score, IoU)",
+               "score_auroc": f"AUROC of score for IoU ≥ {good_iou}",
+               "lora_ok_auroc": f"AUROC of lora_ok for IoU ≥ {good_iou}",
+               "lora_ok_precision": f"precision of lora_ok (IoU ≥ {good_iou})", "lora_ok_count": "lora_ok cut-outs"}
+    lines += ["", *(f"- {label}: {metrics[key]}" for key, label in figures.items())]
+    return "IoU bands hold their lower bound (0.75–0.90 is 0.75 <= IoU < 0.90).\n\n" + "\n".join(lines) + "\n"
 
 
 # --- I/O edge -----------------------------------------------------------------------------
@@ -222,8 +324,9 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
     """Measure every `extract_dir/<stem>/labels.png` that has a `<stem>_gt.png` under gt_dir.
 
     Images without GT are skipped with a warning, unreadable or mis-sized pairs with an
-    error line; both go to stderr and the run continues. Writes the metrics JSON and the
-    two CSVs atomically and returns the metrics dict.
+    error line; both go to stderr and the run continues. Writes the metrics JSON, the
+    two CSVs and the grade table `grades.md` beside the metrics JSON, atomically, and
+    returns the metrics dict.
     """
     extract_dir, gt_dir = Path(extract_dir), Path(gt_dir)
     if not gt_dir.is_dir():
@@ -251,11 +354,13 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
                   f"{gt.shape[1]}x{gt.shape[0]}; skipped", file=sys.stderr)
             continue
         m = page_metrics(pred, gt, params.iou_match)
+        truth = cutout_truth(pred, gt, params)
         image_rows.append({"image": stem, **{c: m[c] for c in IMAGE_COLUMNS[1:]}})
         for k, iou in m["cutout_iou"].items():
             rec = scores.get((stem, k), {})
             cutout_rows.append({"image": stem, "k": k, "iou": iou, "score": rec.get("score"),
-                                "grade": rec.get("grade"), "lora_ok": rec.get("lora_ok")})
+                                "grade": rec.get("grade"), "lora_ok": rec.get("lora_ok"),
+                                "reasons": ";".join(rec.get("reasons", [])), **truth[k]})
 
     if not image_rows:
         raise ValidateError(f"no image under {extract_dir} has usable ground truth under {gt_dir}")
@@ -271,4 +376,5 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
     _to_csv(per_image_csv, per_image)
     _to_csv(per_cutout_csv, per_cutout)
     write_json(metrics_path, metrics)
+    write_text(Path(metrics_path).with_name("grades.md"), grades_markdown(metrics, params.good_iou))
     return metrics

@@ -1,0 +1,173 @@
+"""calibrate: fit the composite score on cut-outs with ground truth -> qc/score_weights.yaml.
+
+Samples are the cut-outs of one or more extract folders, each with its features (as the
+scorer computes them) and the IoU of its best ground-truth match (as validate measures
+it). The model is fitted on all of them; the figures it reports are measured both on
+the fitted data and cross-validated, with folds grouped by image so that no page is in
+the training and the held-out part at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+from scipy.stats import spearmanr
+
+from . import __version__, boosting
+from .config import CalibrateParams, ScoreModel, ScoreParams
+from .imageio import BadImage, index_gt, read_jsonl, read_label_png, write_text
+from .score import cutout_features, grade
+from .validate import auroc, gt_instances, page_metrics
+
+
+class CalibrateError(Exception):
+    """Calibration cannot run; str() is a one-line reason."""
+
+
+def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, iou_match: float,
+            log: Callable[[str], None]) -> list[dict]:
+    """One sample per cut-out of a page with ground truth: image, k, features, iou."""
+    extract_dir = Path(extract_dir)
+    records = [r for r in read_jsonl(extract_dir / "records.jsonl") if r["image"] in gt_index]
+    rows, _ = cutout_features(extract_dir, records, params, log)
+    ious = {}
+    for image in dict.fromkeys(r["image"] for r in rows):
+        try:
+            pred = read_label_png(extract_dir / image / "labels.png")
+            gt = gt_instances(read_label_png(gt_index[image]))
+        except BadImage as e:
+            log(str(e))
+            continue
+        if pred.shape != gt.shape:
+            log(f"{gt_index[image]}: size differs from {extract_dir / image / 'labels.png'}; skipped")
+            continue
+        ious.update({(image, k): v for k, v in page_metrics(pred, gt, iou_match)["cutout_iou"].items()})
+    return [{**r, "iou": round(ious[(r["image"], r["k"])], 4)} for r in rows if (r["image"], r["k"]) in ious]
+
+
+def fold_of(images: list[str], folds: int, seed: int) -> np.ndarray:
+    """Fold number per sample, all cut-outs of an image in the same fold."""
+    unique = sorted(set(images))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold = {unique[i]: n % folds for n, i in enumerate(order)}
+    return np.array([fold[im] for im in images])
+
+
+def evaluate(samples: list[dict], predicted: np.ndarray, params: ScoreParams, good_iou: float) -> dict:
+    """How well final scores (flags applied) built on `predicted` rank and select cut-outs."""
+    graded = [grade(s["features"], p, params) for s, p in zip(samples, predicted)]
+    iou = np.array([s["iou"] for s in samples])
+    score = np.array([g["score"] for g in graded])
+    ok = np.array([g["lora_ok"] for g in graded])
+    good = iou >= good_iou
+    return {"score_iou_spearman": round(float(spearmanr(score, iou).statistic), 4),
+            "composite_iou_spearman": round(float(spearmanr(predicted, iou).statistic), 4),
+            "score_auroc": auroc(score, good), "lora_ok_auroc": auroc(ok, good),
+            "lora_ok_count": int(ok.sum()),
+            "lora_ok_precision": round(float(good[ok].mean()), 4) if ok.any() else None}
+
+
+def inputs_digest(samples: list[dict]) -> str:
+    """sha256 of the samples (image, k, features, iou), independent of dates and paths."""
+    blob = json.dumps(sorted(samples, key=lambda s: (s["image"], s["k"])), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def fit(samples: list[dict], cal: CalibrateParams) -> tuple[float, list]:
+    X = np.array([[s["features"][name] for name in cal.features] for s in samples], dtype=float)
+    y = np.array([s["iou"] for s in samples])
+    return boosting.fit(X, y, cal.features, cal.rounds, cal.learning_rate, cal.depth, cal.min_leaf, cal.bins)
+
+
+def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, good_iou: float,
+              sources: list[dict]) -> ScoreModel:
+    """Fit the model on samples; provenance records the data, its hash and the fit's figures."""
+    n_good = sum(s["iou"] >= good_iou for s in samples)
+    if len(samples) < cal.min_samples:
+        raise CalibrateError(f"{len(samples)} cut-outs with ground truth; calibration needs at least "
+                             f"{cal.min_samples} (calibrate.min_samples): fewer give a rank correlation "
+                             f"too uncertain to judge the fit")
+    if min(n_good, len(samples) - n_good) < cal.min_per_class:
+        raise CalibrateError(f"{n_good} cut-outs at IoU >= {good_iou} and {len(samples) - n_good} below; "
+                             f"calibration needs at least {cal.min_per_class} of each (calibrate.min_per_class)")
+    unknown = sorted(set(cal.features) - set(samples[0]["features"]))
+    if unknown:
+        raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
+
+    images = [s["image"] for s in samples]
+    fold = fold_of(images, cal.folds, cal.seed)
+    held_out = np.zeros(len(samples))
+    for i in range(cal.folds):
+        train = [s for s, f in zip(samples, fold) if f != i]
+        test = [s for s, f in zip(samples, fold) if f == i]
+        if not test:
+            continue
+        base, trees = fit(train, cal)
+        part = ScoreModel(features=cal.features, base=base, learning_rate=cal.learning_rate, trees=trees)
+        held_out[fold == i] = composite_of(test, part)
+    base, trees = fit(samples, cal)
+    model = ScoreModel(features=cal.features, base=base, learning_rate=cal.learning_rate, trees=trees)
+    provenance = {
+        "data": sources, "n_samples": len(samples), "n_images": len(set(images)),
+        "n_good": n_good, "good_iou": good_iou, "inputs_sha256": inputs_digest(samples),
+        "calibrate_params": cal.model_dump(mode="json"), "score_params_sha": params.digest(),
+        "kirinuki": __version__,
+        "fit": {"in_sample": evaluate(samples, composite_of(samples, model), params, good_iou),
+                f"cross_validated_{cal.folds}fold_by_image": evaluate(samples, held_out, params, good_iou)},
+    }
+    return model.model_copy(update={"provenance": provenance})
+
+
+def composite_of(samples: list[dict], model: ScoreModel) -> np.ndarray:
+    X = np.array([[s["features"][name] for name in model.features] for s in samples], dtype=float)
+    return boosting.predict(model.base, model.learning_rate, model.trees, X, model.features)
+
+
+def _flow(tree) -> str:
+    """A tree in YAML flow style; fixed-point numbers (YAML 1.1 reads 2e-05 as a string)."""
+    if isinstance(tree, list):
+        return "[" + ", ".join(_flow(x) for x in tree) + "]"
+    if isinstance(tree, str):
+        return tree
+    text = f"{tree:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def to_yaml(model: ScoreModel) -> str:
+    """The weights file: readable scalars, one tree per line (JSON is valid YAML flow style)."""
+    head = {k: v for k, v in model.model_dump(mode="json").items() if k not in ("trees", "provenance")}
+    return ("# Composite score model, written by `kirinuki calibrate` (see README, Score). Do not edit:\n"
+            "# refit it. A tree is a leaf value or [feature, threshold, left (<=), right (>)].\n"
+            + yaml.safe_dump(head, sort_keys=False, allow_unicode=True)
+            + "trees:\n" + "".join(f"- {_flow(t)}\n" for t in model.trees)
+            + yaml.safe_dump({"provenance": model.provenance}, sort_keys=False, allow_unicode=True))
+
+
+def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScoreParams, cal: CalibrateParams,
+                  iou_match: float, good_iou: float, out: Path,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> ScoreModel:
+    """Collect samples from every extract folder (ground truth from any of gt_dirs), fit, write `out`."""
+    gt_index: dict[str, Path] = {}
+    for gt_dir in gt_dirs:
+        if not Path(gt_dir).is_dir():
+            raise CalibrateError(f"{gt_dir}: no such ground-truth folder")
+        for stem, path in index_gt(Path(gt_dir)).items():
+            if stem in gt_index:
+                raise CalibrateError(f"{path}: same image name as {gt_index[stem]}")
+            gt_index[stem] = path
+    samples, sources = [], []
+    for extract_dir in extract_dirs:
+        if not (Path(extract_dir) / "records.jsonl").is_file():
+            raise CalibrateError(f"{extract_dir}: no records.jsonl (not an extract output folder)")
+        found = collect(extract_dir, gt_index, params, iou_match, log)
+        sources.append({"extract": str(extract_dir), "gt": [str(g) for g in gt_dirs], "cutouts": len(found),
+                        "images": len({s["image"] for s in found})})
+        samples += found
+    model = calibrate(samples, params, cal, good_iou, sources)
+    write_text(out, to_yaml(model))
+    return model

@@ -1,0 +1,116 @@
+"""calibrate: fit the composite score on cut-outs with ground truth, refuse too few samples,
+write weights the scorer reads back with their provenance."""
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from kirinuki import boosting
+from kirinuki.calibrate import CalibrateError, calibrate, fold_of, inputs_digest, to_yaml
+from kirinuki.cli import app
+from kirinuki.config import CalibrateParams, ConfigError, ScoreParams, load_score_model
+from kirinuki.imageio import write_png
+
+from conftest import TINY_SIZE, two_figures
+
+P = ScoreParams()
+FEATURES = ["confidence", "area_share"]
+
+
+def sample(i: int, rng) -> dict:
+    """A cut-out whose IoU follows its confidence, with neutral flag features."""
+    conf = rng.uniform(0.5, 1.0)
+    f = {"confidence": round(conf, 4), "area_share": round(rng.uniform(0.01, 0.3), 4), "opaque_share": 0.5,
+         "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 1, "resolution": 1.0,
+         **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
+    return {"image": f"p{i // 2}", "k": i % 2 + 1, "features": f,
+            "iou": round(float(np.clip((conf - 0.5) * 2 + rng.normal(0, 0.05), 0, 1)), 4)}
+
+
+def samples(n: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [sample(i, rng) for i in range(n)]
+
+
+def test_boosted_trees_learn_a_step():
+    x = np.linspace(0, 1, 200)[:, None]
+    y = (x[:, 0] > 0.6).astype(float)
+    base, trees = boosting.fit(x, y, ["x"], rounds=100, learning_rate=0.1, depth=1, min_leaf=5, bins=16)
+    pred = boosting.predict(base, 0.1, trees, np.array([[0.2], [0.9]]), ["x"])
+    assert pred[0] < 0.1 and pred[1] > 0.9
+    assert trees[0][0] == "x" and 0.5 < trees[0][1] < 0.7  # [feature, threshold, left, right]
+
+
+def test_folds_keep_an_image_together():
+    fold = fold_of(["a", "a", "b", "c", "c", "d"], 2, seed=0)
+    assert fold[0] == fold[1] and fold[3] == fold[4] and set(fold) == {0, 1}
+
+
+def test_fit_reports_in_sample_and_cross_validated_figures_with_provenance():
+    cal = CalibrateParams(features=FEATURES, rounds=60)
+    model = calibrate(samples(120), P, cal, 0.75, [{"extract": "x", "cutouts": 120}])
+    prov = model.provenance
+    assert prov["n_samples"] == 120 and prov["n_images"] == 60 and prov["data"][0]["extract"] == "x"
+    assert prov["inputs_sha256"] == inputs_digest(samples(120))
+    cv = prov["fit"]["cross_validated_5fold_by_image"]
+    assert cv["score_iou_spearman"] > 0.8 and prov["fit"]["in_sample"]["score_iou_spearman"] >= cv["score_iou_spearman"]
+    assert cv["lora_ok_precision"] >= 0.9
+
+
+def test_refuses_too_few_samples():
+    with pytest.raises(CalibrateError, match="99 cut-outs with ground truth; calibration needs at least 100"):
+        calibrate(samples(99), P, CalibrateParams(features=FEATURES), 0.75, [])
+
+
+def test_refuses_one_sided_samples():
+    same = [{**s, "iou": 0.9} for s in samples(120)]
+    with pytest.raises(CalibrateError, match="needs at least 10 of each"):
+        calibrate(same, P, CalibrateParams(features=FEATURES), 0.75, [])
+
+
+def test_weights_file_round_trip_and_bad_file_is_named(tmp_path):
+    model = calibrate(samples(120), P, CalibrateParams(features=FEATURES, rounds=20), 0.75, [])
+    path = tmp_path / "w.yaml"
+    path.write_text(to_yaml(model))
+    assert load_score_model(path).trees == model.trees
+    doc = yaml.safe_load(path.read_text())
+    doc["trees"][0] = ["no_such_feature", 0.5, 0.1, 0.2]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=f"{path}: .*no_such_feature"):
+        load_score_model(path)
+
+
+def test_cli_calibrate_then_score_with_the_new_weights(tmp_path, tiny_model):
+    """Real extract folder + GT; the fitted file is what `kirinuki score` then reads."""
+    pages, gt = tmp_path / "pages", tmp_path / "gt"
+    pages.mkdir()
+    for i in range(12):
+        rgb = np.roll(two_figures(), 3 * i, axis=1)
+        Image.fromarray(rgb).save(pages / f"p{i:02d}.png")
+        truth = (rgb.min(axis=2) < 128).astype(np.uint8)
+        if i % 2:  # on odd pages only the disc is a character: the block is a false positive
+            truth[:, 64:] = 0
+        write_png(gt / f"p{i:02d}_gt.png", truth)
+    weights = tmp_path / "w.yaml"
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({
+        "extract": {"model": str(tiny_model), "input_size": TINY_SIZE},
+        "score": {"weights_file": str(weights), "train_resolution": 32},
+        "calibrate": {"min_samples": 20, "min_per_class": 2, "folds": 3, "rounds": 30}}))
+    runner = CliRunner()
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["extract", str(pages), "-o", str(out), "--params", str(params), "--no-progress"]).exit_code == 0
+
+    n = len((out / "records.jsonl").read_text().splitlines())
+    r = runner.invoke(app, ["calibrate", str(out), "--gt", str(gt), "--params", str(params)])
+    assert r.exit_code == 0, r.output
+    assert f"fitted on {n} cut-outs of 12 images" in r.output and "cross_validated_3fold_by_image" in r.output
+    assert load_score_model(weights).provenance["data"][0]["extract"] == str(out)
+
+    r = runner.invoke(app, ["score", str(out), "--params", str(params)])
+    assert r.exit_code == 0 and f"{n} cut-outs graded" in r.output and "ms" in r.output
+
+    params.write_text(params.read_text().replace("min_samples: 20", f"min_samples: {n + 1}"))
+    r = runner.invoke(app, ["calibrate", str(out), "--gt", str(gt), "--params", str(params)])
+    assert r.exit_code == 1 and f"{n} cut-outs with ground truth; calibration needs at least {n + 1}" in r.output
