@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from kirinuki.config import ExtractParams
 from kirinuki.models import sha256_file
+
+import localhttp
 
 TINY_SIZE = 64
 
@@ -73,9 +74,8 @@ def two_figures(h: int = 96, w: int = 128) -> np.ndarray:
 def serve_directory(root: Path):
     """A real HTTP file server for `root` on 127.0.0.1; yields its base URL."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = localhttp.start(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        server.shutdown()
+        localhttp.stop(server)

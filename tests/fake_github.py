@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+import localhttp
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -29,12 +30,11 @@ class FakeGitHub:
         self.api = f"{self.url}/api/v3"
 
     def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        localhttp.start(self.server)
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        localhttp.stop(self.server)
 
     def add_comment(self, body: str, login: str = "someone") -> dict:
         self._next_id += 1

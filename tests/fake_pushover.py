@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
+
+import localhttp
 
 
 class FakePushover:
@@ -41,10 +42,8 @@ class FakePushover:
                 self.end_headers()
                 self.wfile.write(reply)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = localhttp.start(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.url = f"http://127.0.0.1:{self.server.server_port}/1/messages.json"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        localhttp.stop(self.server)

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+import localhttp
+
 TOKEN = "test-access-token"
 _RANGE = re.compile(r"^(?:'((?:[^']|'')*)'|([^!']+))(?:!([A-Z]+)(\d+)(?::[A-Z]*\d*)?)?$")
 
@@ -49,13 +51,11 @@ class FakeGoogle:
         self.calls: list[tuple[str, str]] = []  # (method, path) of every API call, failed ones included
         self.fail_next: list[int] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = localhttp.start(ThreadingHTTPServer(("127.0.0.1", 0), self._handler()))
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        localhttp.stop(self.server)
 
     def _handler(self):
         fake = self

@@ -1,12 +1,12 @@
 """The served dashboard in a real headless Chromium: it renders, its images load, the
 filters hide and show cards, and without the login there is only a 401."""
 import base64
-import threading
 
 import pytest
 
 from kirinuki.serve import PASSWORD_ENV, USER_ENV, make_server
 
+import localhttp
 from cdp import Browser, chromium_path
 from works import tracked
 
@@ -18,13 +18,11 @@ pytestmark = pytest.mark.skipif(chromium_path() is None,
 def browser_on_dashboard(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("browser") / "root"
     tracked(root, tiny_model)
-    server = make_server(root, "127.0.0.1", 0, env={USER_ENV: "kana", PASSWORD_ENV: "pw"})
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server = localhttp.start(make_server(root, "127.0.0.1", 0, env={USER_ENV: "kana", PASSWORD_ENV: "pw"}))
     browser = Browser()
     yield browser, f"http://127.0.0.1:{server.server_port}"
     browser.close()
-    server.shutdown()
-    server.server_close()
+    localhttp.stop(server)
 
 
 def test_dashboard_in_chromium(browser_on_dashboard, tmp_path):

@@ -1,12 +1,12 @@
 """`kirinuki serve`: basic auth on everything, only dashboard folders, no path traversal."""
 import base64
 import socket
-import threading
 
 import pytest
 
 from kirinuki.serve import PASSWORD_ENV, USER_ENV, ServeError, make_server
 
+import localhttp
 from works import tracked
 
 ENV = {USER_ENV: "kana", PASSWORD_ENV: "s3cret pass"}
@@ -19,11 +19,9 @@ def served(tmp_path_factory, tiny_model):
     ws, _ = tracked(root, tiny_model)
     (ws.dir / "secret.txt").write_text("not for the web")  # in the workspace, outside dashboard/
     (ws.dashboard / "escape.txt").symlink_to(ws.dir / "secret.txt")
-    server = make_server(root, "127.0.0.1", 0, env=ENV)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    server = localhttp.start(make_server(root, "127.0.0.1", 0, env=ENV))
     yield server.server_port, ws
-    server.shutdown()
-    server.server_close()
+    localhttp.stop(server)
 
 
 def raw_get(port: int, target: str, auth: str | None = AUTH) -> tuple[int, bytes]:
