@@ -20,9 +20,9 @@ from scipy.stats import spearmanr
 
 from . import __version__, boosting
 from .config import CalibrateParams, ScoreModel, ScoreParams
-from .imageio import BadImage, index_gt, read_jsonl, read_label_png, write_text
+from .imageio import BadImage, index_gt, read_jsonl, write_text
 from .score import cutout_features, grade
-from .validate import auroc, gt_instances, page_metrics
+from .validate import auroc, page_metrics, read_pair
 
 
 class CalibrateError(Exception):
@@ -38,13 +38,9 @@ def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, i
     ious = {}
     for image in dict.fromkeys(r["image"] for r in rows):
         try:
-            pred = read_label_png(extract_dir / image / "labels.png")
-            gt = gt_instances(read_label_png(gt_index[image]))
+            pred, gt = read_pair(extract_dir / image / "labels.png", gt_index[image])
         except BadImage as e:
-            log(str(e))
-            continue
-        if pred.shape != gt.shape:
-            log(f"{gt_index[image]}: size differs from {extract_dir / image / 'labels.png'}; skipped")
+            log(f"{e}; skipped")
             continue
         ious.update({(image, k): v for k, v in page_metrics(pred, gt, iou_match)["cutout_iou"].items()})
     return [{**r, "iou": round(ious[(r["image"], r["k"])], 4)} for r in rows if (r["image"], r["k"]) in ious]

@@ -62,6 +62,21 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, lut[flat]
 
 
+def confusion(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts of every (predicted id, GT id) pair, background included.
+
+    pred, gt: HxW integer label maps of the same shape. Returns (joint [n_pred, n_gt]
+    int, pred_ids, gt_ids), ids sorted. With ids compacted to 0..n-1, one bincount
+    over the combined index is the whole matrix.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"label maps differ in shape: pred {pred.shape}, gt {gt.shape}")
+    p_ids, p_idx = _compact(pred)
+    g_ids, g_idx = _compact(gt)
+    joint = np.bincount(p_idx * len(g_ids) + g_idx, minlength=len(p_ids) * len(g_ids))
+    return joint.reshape(len(p_ids), len(g_ids)), p_ids, g_ids
+
+
 def iou_matrix(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU of every predicted instance with every GT instance.
 
@@ -69,14 +84,7 @@ def iou_matrix(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     Returns (iou [n_pred, n_gt] float64, pred_ids [n_pred], gt_ids [n_gt]), ids sorted,
     background (0) excluded.
     """
-    if pred.shape != gt.shape:
-        raise ValueError(f"label maps differ in shape: pred {pred.shape}, gt {gt.shape}")
-    # With ids compacted to 0..n-1, one bincount over the combined index is the whole
-    # confusion matrix (background row/column included).
-    p_ids, p_idx = _compact(pred)
-    g_ids, g_idx = _compact(gt)
-    joint = np.bincount(p_idx * len(g_ids) + g_idx, minlength=len(p_ids) * len(g_ids))
-    joint = joint.reshape(len(p_ids), len(g_ids))
+    joint, p_ids, g_ids = confusion(pred, gt)
     p_area, g_area = joint.sum(axis=1), joint.sum(axis=0)
     p_fg, g_fg = p_ids != 0, g_ids != 0
     inter = joint[np.ix_(p_fg, g_fg)]
@@ -92,9 +100,7 @@ def cutout_truth(pred: np.ndarray, gt: np.ndarray, params: ValidateParams) -> di
     instance it overlaps most is a cut body — along a page edge, or ending on a straight
     top/bottom line (a frame, a sprite's edge)}}.
     """
-    p_ids, p_idx = _compact(pred)
-    g_ids, g_idx = _compact(gt)
-    joint = np.bincount(p_idx * len(g_ids) + g_idx, minlength=len(p_ids) * len(g_ids)).reshape(len(p_ids), len(g_ids))
+    joint, p_ids, g_ids = confusion(pred, gt)
     g_area = joint.sum(axis=0)
     cut = {}
     out = {}
@@ -319,6 +325,18 @@ def _to_csv(path: Path, frame: pd.DataFrame) -> None:
     write_text(path, frame.round(4).to_csv(index=False, lineterminator="\n"))
 
 
+def read_pair(labels_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(HxW predicted label map, HxW GT instance map) of one page.
+
+    Raises BadImage, one line naming the files, when either is unreadable or they differ in size.
+    """
+    pred, gt = read_label_png(labels_path), gt_instances(read_label_png(gt_path))
+    if pred.shape != gt.shape:
+        raise BadImage(f"{labels_path} is {pred.shape[1]}x{pred.shape[0]} but {gt_path} is "
+                       f"{gt.shape[1]}x{gt.shape[0]}")
+    return pred, gt
+
+
 def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, params: ValidateParams,
                  metrics_path: Path, per_image_csv: Path, per_cutout_csv: Path) -> dict:
     """Measure every `extract_dir/<stem>/labels.png` that has a `<stem>_gt.png` under gt_dir.
@@ -345,13 +363,9 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
             print(f"warning: {stem}: no {stem}_gt.png under {gt_dir}; skipped", file=sys.stderr)
             continue
         try:
-            pred, gt = read_label_png(labels_path), gt_instances(read_label_png(gt_path))
+            pred, gt = read_pair(labels_path, gt_path)
         except BadImage as e:
             print(f"error: {e}; skipped", file=sys.stderr)
-            continue
-        if pred.shape != gt.shape:
-            print(f"error: {labels_path} is {pred.shape[1]}x{pred.shape[0]} but {gt_path} is "
-                  f"{gt.shape[1]}x{gt.shape[0]}; skipped", file=sys.stderr)
             continue
         m = page_metrics(pred, gt, params.iou_match)
         truth = cutout_truth(pred, gt, params)
