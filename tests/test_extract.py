@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kirinuki.extract import extract_page, run_extract
+from kirinuki.extract import Models, extract_page, run_extract
 from kirinuki.imageio import read_label_png, read_rgba_png
 from kirinuki.segment import load_segmenter
 
@@ -21,18 +21,19 @@ def save(path, rgb):
 
 def test_extract_page_two_instances(extract_params):
     rgb = two_figures()
-    labels, chars = extract_page(rgb, load_segmenter(extract_params), extract_params)
+    labels, chars, forward = extract_page(rgb, Models(load_segmenter(extract_params)), extract_params)
     assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint8
     assert sorted(np.unique(labels)) == [0, 1, 2]
     # largest first: the 33x61 block beats the r=20 disc
     assert labels[50, 96] == 1 and labels[48, 32] == 2
-    for k, box, crop, rgba, conf in chars:
-        x0, y0, x1, y1 = crop
-        assert rgba.shape == (y1 - y0, x1 - x0, 4)
-        assert (rgba[..., 3] > 0).sum() == (labels == k).sum()
-        assert (rgba[rgba[..., 3] == 0, :3] == 255).all()  # transparent = white paper
-        assert 0.9 < conf <= 1.0
-        assert crop[0] <= box[0] and crop[2] >= box[2]
+    assert forward > 0
+    for c in chars:
+        x0, y0, x1, y1 = c.crop
+        assert c.rgba.shape == (y1 - y0, x1 - x0, 4)
+        assert (c.rgba[..., 3] > 0).sum() == (labels == c.k).sum()
+        assert (c.rgba[c.rgba[..., 3] == 0, :3] == 255).all()  # transparent = white paper
+        assert 0.9 < c.confidence <= 1.0 and c.predicted_iou is None and c.detection_score is None
+        assert c.crop[0] <= c.box[0] and c.crop[2] >= c.box[2]
 
 
 def test_run_extract_contract_resume_and_determinism(tmp_path, extract_params):
@@ -48,7 +49,8 @@ def test_run_extract_contract_resume_and_determinism(tmp_path, extract_params):
     assert read_label_png(out / "p2" / "labels.png").max() == 0
     recs = [json.loads(l) for l in (out / "records.jsonl").read_text().splitlines()]
     assert [(r["image"], r["k"]) for r in recs] == [("p1", 1), ("p1", 2)]
-    for key in ("bbox", "segmenter", "model_sha256", "onnxruntime", "confidence", "seconds", "params_hash"):
+    for key in ("bbox", "segmenter", "model_sha256", "onnxruntime", "confidence", "seconds", "params_hash",
+                "forward_seconds", "predicted_iou", "detection_score", "detector"):
         assert key in recs[0]
     first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.png")}
 

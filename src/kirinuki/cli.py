@@ -61,13 +61,41 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
             params: Optional[Path] = ParamsOpt):
     """Cut every character out of every page: labels.png, char_<k>.png, records.jsonl."""
     from .extract import run_extract
+    from .models import BackendUnavailable
     try:
         s = run_extract(inputs, out, _params(params).extract, max_files=max_files, progress=progress)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, BackendUnavailable) as e:
         _fail(str(e))
     per_page = f", median {sorted(s.seconds)[len(s.seconds) // 2]:.2f} s/page" if s.seconds else ""
     typer.echo(f"{s.pages} pages ({s.skipped} already done), {s.characters} characters, "
                f"{len(s.errors)} failed{per_page} -> {out}", err=True)
+
+
+@app.command()
+def bench(images: Path = typer.Argument(..., help="an image or a folder of pages (recursive), cycled to fill --pages"),
+          pages: int = typer.Option(30, "--pages", min=1, help="pages to time"),
+          memory_pages: str = typer.Option("20,100", help="page counts whose peak memory is compared, "
+                                           "smallest vs largest (the target's figure: 100,1000)"),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="also write every figure as JSON"),
+          params: Optional[Path] = ParamsOpt):
+    """Time `extract` (s/page, model forward vs the rest), its peak memory vs page count, and SAM's
+    3-box vs 1-box cost: medians and ratios against the targets."""
+    import json
+    from .bench import BenchError, format_table, run_bench
+    try:
+        counts = [int(n) for n in memory_pages.split(",") if n.strip()]
+        if any(n < 1 for n in counts):
+            raise ValueError
+    except ValueError:
+        _fail(f"--memory-pages {memory_pages!r}: expected page counts >= 1, comma-separated, e.g. 100,1000", code=2)
+    try:
+        result = run_bench(images, pages, counts, _params(params).extract, params,
+                           log=lambda m: typer.echo(m, err=True))
+    except (BenchError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(format_table(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 @app.command()

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def digest(self, exclude: frozenset[str] = frozenset()) -> str:
-        """Stable short hash of the values (less `exclude`), for resume checks and records."""
-        blob = json.dumps(self.model_dump(mode="json", exclude=set(exclude)), sort_keys=True).encode()
+    def digest(self, exclude=None) -> str:
+        """Stable short hash of the values (less `exclude`, as pydantic's model_dump takes it:
+        a set of keys or a nested dict), for resume checks and records."""
+        blob = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -58,8 +59,40 @@ class SynthParams(Section):
     manga_share: float = Field(0.5, ge=0, le=1)
 
 
+class YoloParams(Section):
+    """extract.detector yolo (ultralytics)."""
+    weights: Optional[Path] = None  # e.g. models/yolov8x6_animeface.pt; an existing file, never downloaded
+    classes: Optional[list[int]] = None  # class ids kept; None: all
+    conf: float = Field(0.25, ge=0, le=1)  # confidence threshold
+    iou: float = Field(0.7, gt=0, le=1)  # NMS IoU threshold
+    imgsz: int = Field(1024, ge=32)  # longer side at inference
+    max_det: int = Field(20, ge=1)  # boxes per page, at most
+    # what the model finds: head (faces/heads, e.g. yolov8x6_animeface.pt) -> each box grows into a
+    # body prior; body -> boxes used as detected
+    boxes: Literal["head", "body"] = "head"
+    body_heads_tall: float = Field(7.0, ge=1)  # body prior: this many head heights below the head top
+    body_heads_wide: float = Field(3.0, ge=1)  # ... and this many head widths wide, centred on the head
+
+
+class SamParams(Section):
+    """extract.segmenter sam (segment-anything): one mask per detector box."""
+    model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+    checkpoint: Optional[Path] = None  # e.g. models/sam_vit_b_01ec64.pth
+    multimask: bool = True  # three candidate masks per box, the best by predicted IoU is kept
+    # center: a positive point at each box's centre and a negative one at every other box's centre
+    points: Literal["none", "center"] = "none"
+
+
+class GrabcutParams(Section):
+    """extract.refine grabcut: OpenCV GrabCut around each character's mask."""
+    iters: int = Field(3, ge=1)  # iterations per character
+    band: float = Field(0.03, gt=0, le=0.5)  # uncertain band on each side of the outline, share of its longer side
+
+
 class ExtractParams(Section):
-    segmenter: Literal["isnet"] = "isnet"
+    detector: Literal["none", "yolo"] = "none"
+    segmenter: Literal["isnet", "sam"] = "isnet"
+    refine: Literal["none", "grabcut"] = "none"
     model: Path = Path("models/isnet.onnx")
     input_size: int = Field(1024, ge=32)
     # None: take the normalisation recorded beside the model (models/<name>.json)
@@ -71,7 +104,18 @@ class ExtractParams(Section):
     fill_holes: bool = True
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
-    threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0 = library default
+    threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")  # torch backends (yolo, sam): cpu, cuda, cuda:N
+    yolo: YoloParams = YoloParams()
+    sam: SamParams = SamParams()
+    grabcut: GrabcutParams = GrabcutParams()
+    page_warn_s: float = Field(300.0, gt=0)  # a page slower than this is logged
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.segmenter == "sam" and self.detector == "none":
+            raise ValueError("extract.segmenter sam needs boxes: set extract.detector")
+        return self
 
 
 # fitted on realbench dev for the default extractor; see its provenance
@@ -323,6 +367,12 @@ def load_score_model(path: Path) -> ScoreModel:
     return _load_yaml_model(Path(path), ScoreModel, "score weights file (fit one with `kirinuki calibrate`)")
 
 
+def _rebase(section: Section, key: str, base: Path) -> Section:
+    """`section` with its optional path `key` taken relative to `base`."""
+    value = getattr(section, key)
+    return section.model_copy(update={key: value and base / value})
+
+
 def load_params(path: Optional[Path] = None) -> Params:
     """Defaults, overridden by the params file `path` when given.
 
@@ -335,7 +385,10 @@ def load_params(path: Optional[Path] = None) -> Params:
     base = path.parent
     return params.model_copy(update={
         "model": params.model.model_copy(update={"path": base / params.model.path}),
-        "extract": params.extract.model_copy(update={"model": base / params.extract.model}),
+        "extract": params.extract.model_copy(update={
+            "model": base / params.extract.model,
+            "yolo": _rebase(params.extract.yolo, "weights", base),
+            "sam": _rebase(params.extract.sam, "checkpoint", base)}),
         "score": params.score.model_copy(update={
             "weights_file": params.score.weights_file and base / params.score.weights_file}),
     })

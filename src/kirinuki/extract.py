@@ -4,6 +4,10 @@ Per input image `<stem>` it writes `OUT/<stem>/labels.png`, `OUT/<stem>/char_<k>
 and, last, `OUT/<stem>/page.json` (the page's records; its presence with the same
 params hash is what makes a page "done" for resume). `OUT/records.jsonl` gathers the
 records of every page of the run.
+
+Per page: boxes from the detector (if `extract.detector` is set), then the segmenter
+(ISNet: one soft mask of the page; SAM: one mask per box), then instances, then the
+optional refinement (`extract.refine`).
 """
 from __future__ import annotations
 
@@ -13,37 +17,120 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from . import __version__
 from .config import ExtractParams
+from .detect import Detector, load_detector
 from .imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
-from .instances import bbox, crop_box, cutout, instances_from_mask
-from .segment import Segmenter, load_segmenter
+from .instances import bbox, crop_box, cutout, instances_from_mask, instances_from_masks
+from .refine import refine_grabcut
+from .segment import BoxSegmenter, Segmenter, load_segmenter
 
 
-def extract_page(rgb: np.ndarray, segment: Segmenter, params: ExtractParams):
-    """HxWx3 uint8 page -> (HxW label map, [(k, bbox, crop box, hxwx4 RGBA, confidence)])."""
-    prob = segment(rgb)
-    labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes)
+@dataclass
+class Models:
+    """The loaded backends of a run: the segmenter and, when `extract.detector` is set, the detector."""
+    segment: Union[Segmenter, BoxSegmenter]
+    detect: Optional[Detector] = None
+
+    @property
+    def info(self) -> dict:
+        """Backend names, versions and weights hashes, recorded with every cut-out."""
+        return {**self.segment.info, **(self.detect.info if self.detect else {"detector": "none"})}
+
+
+@dataclass
+class Char:
+    """One character of a page: label k, bbox and crop box (xyxy), its hxwx4 RGBA cut-out."""
+    k: int
+    box: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+    rgba: np.ndarray
+    confidence: float  # mean mask probability inside
+    predicted_iou: Optional[float]  # SAM's own estimate of its mask's IoU; None for ISNet
+    detection_score: Optional[float]  # the detector's confidence in the character's box
+
+
+def boxes_to_masks(fg: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+    """HxW bool foreground, Nx4 xyxy boxes -> NxHxW bool disjoint masks.
+
+    Each foreground pixel inside at least one box goes to the box whose centre is
+    nearest, in units of that box's size (so a small box inside a large one keeps the
+    pixels around its centre); foreground outside every box is no character.
+    """
+    h, w = fg.shape
+    xs = np.arange(w, dtype=np.float32)[None] + 0.5  # pixel centres
+    ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    best = np.full((h, w), np.inf, np.float32)
+    owner = np.full((h, w), -1, np.int32)
+    for i, (x0, y0, x1, y1) in enumerate(xyxy):
+        inside = fg & (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+        d = ((xs - (x0 + x1) / 2) / max(x1 - x0, 1)) ** 2 + ((ys - (y0 + y1) / 2) / max(y1 - y0, 1)) ** 2
+        nearer = inside & (d < best)
+        best[nearer], owner[nearer] = d[nearer], i
+    return owner[None] == np.arange(len(xyxy), dtype=np.int32)[:, None, None]
+
+
+def _timed(fn, *args):
+    """fn(*args) and the seconds it took."""
+    start = time.perf_counter()
+    return fn(*args), time.perf_counter() - start
+
+
+def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
+    """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
+    score)] for labels 1..n, seconds in model forward passes)."""
+    if models.detect is None:  # the default: ISNet's connected components
+        prob, forward = _timed(models.segment, rgb)
+        labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes)
+        return labels, [(prob, None, None)] * int(labels.max()), forward
+    (xyxy, det), forward = _timed(models.detect, rgb)
+    if params.segmenter == "sam":
+        (probs, ious), seconds = _timed(models.segment, rgb, xyxy)
+        labels, src = instances_from_masks(probs >= params.threshold, ious, params.min_area, params.fill_holes)
+        meta = [(probs[i], float(ious[i]), float(det[i])) for i in src]
+    else:
+        prob, seconds = _timed(models.segment, rgb)
+        masks = boxes_to_masks(prob >= params.threshold, xyxy)
+        labels, src = instances_from_masks(masks, det, params.min_area, params.fill_holes)
+        meta = [(prob, None, float(det[i])) for i in src]
+    return labels, meta, forward + seconds
+
+
+def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
+    """HxWx3 uint8 page -> (HxW label map, [Char], seconds in model forward passes).
+
+    No detector: ISNet's mask, split into connected components (the default). With a
+    detector: ISNet's foreground assigned to the boxes (boxes_to_masks), or one SAM mask
+    per box; overlaps go to the higher detection score (ISNet) or predicted IoU (SAM).
+    Then the optional refinement, where larger characters keep contested pixels.
+    """
+    labels, meta, forward = _instances(rgb, models, params)
+    if params.refine == "grabcut":
+        labels, order = instances_from_masks(refine_grabcut(rgb, labels, params.grabcut), -np.arange(len(meta)),
+                                             params.min_area, params.fill_holes)
+        meta = [meta[i] for i in order]
     chars = []
-    for k in range(1, int(labels.max()) + 1):
+    for k, (prob, iou, score) in enumerate(meta, start=1):
         mask = labels == k
         box = bbox(mask)
         crop = crop_box(box, labels.shape, params.margin)
-        chars.append((k, box, crop, cutout(rgb, labels, k, crop), float(prob[mask].mean())))
-    return labels, chars
+        chars.append(Char(k, box, crop, cutout(rgb, labels, k, crop), float(prob[mask].mean()), iou, score))
+    return labels, chars, forward
 
 
-def params_hash(params: ExtractParams, segment: Segmenter) -> str:
-    """What makes an output reusable: the extract params and the exact model.
+def params_hash(params: ExtractParams, models: Models) -> str:
+    """What makes an output reusable: the extract params and the exact weights.
 
-    The model enters by its sha256, not its path, which may be spelled many ways.
+    Weights enter by their sha256, not their paths, which may be spelled many ways.
     """
-    return f"{params.digest(exclude=frozenset({'model'}))}-{segment.info['model_sha256'][:12]}"
+    digest = params.digest(exclude={"model": True, "yolo": {"weights"}, "sam": {"checkpoint"}})
+    shas = [models.segment.info["model_sha256"]] + ([models.detect.info["detector_sha256"]] if models.detect else [])
+    return "-".join([digest] + [sha[:12] for sha in shas])
 
 
 def _page_done(page_dir: Path, source: Path, phash: str) -> Optional[dict]:
@@ -54,29 +141,35 @@ def _page_done(page_dir: Path, source: Path, phash: str) -> Optional[dict]:
     return page if page.get("params_hash") == phash and page.get("source") == str(source) else None
 
 
-def process_image(path: Path, out: Path, segment: Segmenter, params: ExtractParams, phash: str) -> dict:
+def process_image(path: Path, out: Path, models: Models, params: ExtractParams, phash: str) -> dict:
     """Extract one image into `out/<stem>/`; return its page record. Raises BadImage."""
     start = time.perf_counter()
     rgb = read_image(path, params.max_pixels)
-    labels, chars = extract_page(rgb, segment, params)
+    labels, chars, forward = extract_page(rgb, models, params)
     page_dir = out / path.stem
     (page_dir / "page.json").unlink(missing_ok=True)  # the page is not done until rewritten
     write_png(page_dir / "labels.png", labels)
     records = []
-    for k, box, crop, rgba, conf in chars:
-        write_png(page_dir / f"char_{k}.png", rgba)
-        records.append({"image": path.stem, "k": k, "bbox": list(box), "crop": list(crop),
-                        "area": int((labels == k).sum()), "confidence": round(conf, 4)})
+    for c in chars:
+        write_png(page_dir / f"char_{c.k}.png", c.rgba)
+        records.append({"image": path.stem, "k": c.k, "bbox": list(c.box), "crop": list(c.crop),
+                        "area": int((labels == c.k).sum()), "confidence": round(c.confidence, 4),
+                        "predicted_iou": _round(c.predicted_iou), "detection_score": _round(c.detection_score)})
     for stale in page_dir.glob("char_*.png"):  # left over from an earlier run with more characters
         if int(stale.stem.split("_")[1]) > len(chars):
             stale.unlink()
-    seconds = round(time.perf_counter() - start, 3)
+    seconds, forward = round(time.perf_counter() - start, 3), round(forward, 3)
     for r in records:
-        r.update(segment.info, seconds=seconds, params_hash=phash)
+        r.update(models.info, seconds=seconds, forward_seconds=forward, params_hash=phash)
     page = {"image": path.stem, "source": str(path), "width": rgb.shape[1], "height": rgb.shape[0],
-            "n_chars": len(chars), "seconds": seconds, "params_hash": phash, "records": records}
+            "n_chars": len(chars), "seconds": seconds, "forward_seconds": forward, "params_hash": phash,
+            "records": records}
     write_json(page_dir / "page.json", page)
     return page
+
+
+def _round(x: Optional[float]) -> Optional[float]:
+    return None if x is None else round(x, 4)
 
 
 @dataclass
@@ -97,8 +190,8 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
     the tracker times pages with it.
     """
     images = find_images(inputs)[:max_files]
-    segment = load_segmenter(params)
-    phash = params_hash(params, segment)
+    models = Models(detect=load_detector(params), segment=load_segmenter(params))  # in pipeline order
+    phash = params_hash(params, models)
     out.mkdir(parents=True, exist_ok=True)
     summary, pages, seen = ExtractSummary(), [], {}
     for path in tqdm(images, desc="extract", unit="page", disable=not progress, file=sys.stderr):
@@ -113,17 +206,19 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
         else:
             on_page(path)
             try:
-                page = process_image(path, out, segment, params, phash)
+                page = process_image(path, out, models, params, phash)
             except BadImage as e:
                 summary.errors.append(str(e))
                 log(str(e))
                 continue
             summary.seconds.append(page["seconds"])
+            if page["seconds"] > params.page_warn_s:
+                log(f"{path}: took {page['seconds']:.1f} s, over extract.page_warn_s ({params.page_warn_s:g} s)")
         summary.pages += 1
         summary.characters += page["n_chars"]
         pages.append(page)
     write_jsonl(out / "records.jsonl", [r for p in pages for r in p["records"]])
     write_json(out / "run.json", {"kirinuki": __version__, "python": platform.python_version(),
-                                  "params_hash": phash, **segment.info,
+                                  "params_hash": phash, **models.info,
                                   "pages": summary.pages, "errors": summary.errors})
     return summary

@@ -41,6 +41,42 @@ def instances_from_mask(prob: np.ndarray, threshold: float, min_area: float, hol
     return labels
 
 
+def drop_specks(mask: np.ndarray, min_px: float) -> np.ndarray:
+    """HxW bool -> HxW bool without its 8-connected parts smaller than `min_px` pixels."""
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    return keep[comp]
+
+
+def instances_from_masks(masks: np.ndarray, scores: np.ndarray, min_area: float,
+                         holes: bool) -> tuple[np.ndarray, list[int]]:
+    """NxHxW bool per-box masks, N scores -> (HxW label map, source mask index of each label).
+
+    Every pixel goes to at most one character: where masks overlap, the higher score
+    wins (ties: the lower index). Parts smaller than `min_area` (share of the page) are
+    specks and dropped, a mask left empty is no character; holes inside a character are
+    filled with pixels no other character holds. Labels are 1..n by falling area (ties:
+    top, left, index), and label k came from mask `source[k - 1]`.
+    """
+    n, h, w = masks.shape
+    owner = np.full((h, w), -1, np.int32)
+    for i in sorted(range(n), key=lambda i: (-float(scores[i]), i)):
+        owner[masks[i] & (owner < 0)] = i
+    parts = [(i, drop_specks(owner == i, min_area * h * w)) for i in range(n)]
+    parts = [(i, part) for i, part in parts if part.any()]
+    parts.sort(key=lambda p: (-int(p[1].sum()), *bbox(p[1])[1::-1], p[0]))
+    labels = np.zeros((h, w), label_dtype(len(parts)))
+    for k, (_, part) in enumerate(parts, start=1):
+        labels[part] = k
+    if holes:
+        for k, (_, part) in enumerate(parts, start=1):
+            x0, y0, x1, y1 = bbox(part)
+            view = labels[y0:y1, x0:x1]
+            view[fill_holes(part[y0:y1, x0:x1]) & (view == 0)] = k
+    return labels, [i for i, _ in parts]
+
+
 def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     """HxW bool -> (x0, y0, x1, y1), exclusive end, of its True pixels."""
     ys, xs = np.nonzero(mask)

