@@ -9,7 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_repo_params_load_and_match_defaults():
     p = load_params(ROOT / "params.yaml")
-    assert p.extract.model == ROOT / "models/isnet.onnx"  # relative to the params file
+    assert p.extract.model == ROOT / "models/isnet.int8.onnx"  # relative to the params file
+    assert p.quantize.source == p.model.path == ROOT / "models/isnet.onnx"
+    assert p.quantize.path == p.extract.model and p.quantize == Params().quantize.model_copy(
+        update={k: ROOT / getattr(Params().quantize, k) for k in ("source", "path", "calibration")})
     assert p.score == Params().score and p.validation == Params().validation
 
 

@@ -143,3 +143,21 @@ def test_resume_does_not_depend_on_how_the_model_path_is_spelled(tmp_path, extra
     s = run_extract(tmp_path / "p.png", tmp_path / "out", extract_params.model_copy(update={"model": other}),
                     progress=False)
     assert s.skipped == 1
+
+
+def test_descreen_blurs_monochrome_pages_only():
+    from kirinuki.segment import isnet_input, is_monochrome
+    rng = np.random.default_rng(0)
+    dots = (rng.random((64, 48)) > 0.5).astype(np.uint8) * 255  # screentone-like binary noise
+    grey = np.repeat(dots[..., None], 3, axis=2)
+    colour = grey.copy()
+    colour[..., 0] //= 2  # same dots, tinted: not monochrome
+    assert is_monochrome(grey, 2.0) and not is_monochrome(colour, 2.0)
+    prep = dict(size=64, mean=(0.5,) * 3, std=(1.0,) * 3, letterbox=False, mono_chroma=2.0)
+    sharp, _ = isnet_input(grey, descreen_sigma=0.0, **prep)
+    soft, _ = isnet_input(grey, descreen_sigma=1.5, **prep)
+    assert soft.shape == (1, 3, 64, 64) and soft.dtype == np.float32
+    assert soft.std() < 0.5 * sharp.std()  # dots averaged towards grey
+    tinted, _ = isnet_input(colour, descreen_sigma=1.5, **prep)
+    untouched, _ = isnet_input(colour, descreen_sigma=0.0, **prep)
+    assert np.array_equal(tinted, untouched)

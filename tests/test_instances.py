@@ -40,3 +40,16 @@ def test_bbox_and_crop_box():
     m[2:5, 3:9] = True
     assert bbox(m) == (3, 2, 9, 5)
     assert crop_box((3, 2, 9, 5), m.shape, 0.5) == (0, 0, 12, 8)
+
+
+def test_uncertain_regions_are_no_characters_and_labels_stay_dense():
+    prob = np.zeros((40, 60), np.float32)
+    prob[2:20, 2:30] = 0.7  # the largest region, but the model only half-believes it
+    prob[2:8, 2:30] = 0.95  # a confident third of it: below min_core 0.5
+    prob[25:38, 35:55] = 0.97  # a confident character
+    prob[25:35, 2:12] = 0.92
+    labels = instances_from_mask(prob, 0.5, min_area=0.01, holes=True, core_prob=0.9, min_core=0.5)
+    assert labels[10, 10] == 0
+    assert labels[30, 40] == 1 and labels[30, 5] == 2 and labels.max() == 2
+    kept = instances_from_mask(prob, 0.5, min_area=0.01, holes=True)  # off by default
+    assert kept[10, 10] == 1 and kept.max() == 3

@@ -1,4 +1,5 @@
-"""The DVC pipeline end to end in a scratch git repo: real `dvc repro`, real HTTP model fetch.
+"""The DVC pipeline end to end in a scratch git repo: real `dvc repro`, real HTTP model fetch,
+real int8 quantization of it.
 
 Uses the repo's own dvc.yaml, stages/ and params.yaml, with a tiny model served from
 127.0.0.1 and a few small synthetic pages, so it runs in well under a minute.
@@ -74,13 +75,17 @@ def repo(tmp_path, model_server):
 
 def test_repro_reruns_only_what_changed_and_metrics_diff(repo):
     out = run(DVC + ["repro"], repo).stdout
-    for stage in ("model", "extract", "score", "validate", "compare"):
+    for stage in ("model", "quantize", "extract", "score", "validate", "compare"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "metrics/validate.json").read_text())
     assert metrics["n_images"] == 4
     assert json.loads((repo / "metrics/compare.json").read_text())["verdict"] == "no baseline"
     card = json.loads((repo / "models/isnet.json").read_text())
     assert card["source"] == "tiny" and len(card["sha256"]) == 64
+    int8 = json.loads((repo / "models/isnet.int8.json").read_text())  # what extract ran
+    assert int8["source_sha256"] == card["sha256"] and int8["calibration"]["count"] == 4
+    records = (repo / "runs/extract/records.jsonl").read_text().splitlines()
+    assert records and all(json.loads(r)["model_sha256"] == int8["sha256"] for r in records)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "v1")
 

@@ -198,6 +198,10 @@ def test_straight_cut_inside_the_page_and_page_edge():
     assert completeness(cut_mask)["cut_bottom"] > 0.9 and completeness(cut_mask)["edge_bottom"] == 0
     edge = mask[:275]  # the page ends at y=275
     assert completeness(edge)["edge_bottom"] > 0.5
+    faded = cut_mask[:256]  # the body runs on, but the mask stops 6 px (2%) short of the page edge
+    assert completeness(faded)["edge_bottom"] == 0
+    assert completeness(faded, band=0.03)["edge_bottom"] > 0.5
+    assert completeness(cut_mask[:300], band=0.03)["edge_bottom"] == 0  # well inside the page
 
 
 def test_two_heads_on_the_upper_outline():

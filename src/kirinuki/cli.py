@@ -53,6 +53,24 @@ def fetch_model_cmd(params: Optional[Path] = ParamsOpt):
         _fail(str(e))
 
 
+@app.command("quantize-model")
+def quantize_model_cmd(src: Optional[Path] = typer.Option(None, "--src", help="the fetched model [default: quantize.source]"),
+                       out: Optional[Path] = typer.Option(None, "--out", "-o", help="int8 model to write, card beside it [default: quantize.path]"),
+                       calibration: Optional[Path] = typer.Option(None, help="folder of calibration pages [default: quantize.calibration]"),
+                       pages: Optional[int] = typer.Option(None, "--pages", min=1, help="calibration pages [default: quantize.pages]"),
+                       params: Optional[Path] = ParamsOpt):
+    """Make the static int8 model (~4x faster on CPU) from the fetched one, calibrated on sample pages;
+    does nothing when its card says it is up to date."""
+    from .quantize import QuantizeError, build_int8
+    p = _params(params)
+    given = {"source": src, "path": out, "calibration": calibration, "pages": pages}
+    cfg = p.quantize.model_copy(update={k: v for k, v in given.items() if v is not None})
+    try:
+        build_int8(cfg, p.extract, log=lambda m: typer.echo(m, err=True))
+    except QuantizeError as e:
+        _fail(str(e))
+
+
 @app.command()
 def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recursive)"),
             out: Path = typer.Option(..., "--out", "-o", help="output folder"),

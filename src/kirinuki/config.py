@@ -50,6 +50,15 @@ class ModelParams(Section):
     ], min_length=1)
 
 
+class QuantizeParams(Section):
+    """`kirinuki quantize-model` (stage `quantize`): the fetched model -> a static int8 copy."""
+    source: Path = Path("models/isnet.onnx")  # the fetched model (model.path)
+    path: Path = Path("models/isnet.int8.onnx")  # the int8 model written, card beside it
+    calibration: Path = Path("data")  # folder of pages (recursive, *_gt.png excluded)
+    pages: int = Field(8, ge=1)  # calibration pages, spread evenly over the sorted list
+    per_channel: bool = True  # one weight scale per output channel (more accurate here, as fast) or per tensor
+
+
 class SynthParams(Section):
     seed: int = 0
     authors: list[str] = Field(default_factory=lambda: ["aoki", "mori"], min_length=1)
@@ -93,15 +102,22 @@ class ExtractParams(Section):
     detector: Literal["none", "yolo"] = "none"
     segmenter: Literal["isnet", "sam"] = "isnet"
     refine: Literal["none", "grabcut"] = "none"
-    model: Path = Path("models/isnet.onnx")
+    model: Path = Path("models/isnet.int8.onnx")  # `kirinuki quantize-model` makes it from model.path
     input_size: int = Field(1024, ge=32)
     # None: take the normalisation recorded beside the model (models/<name>.json)
     mean: Optional[tuple[float, float, float]] = None
     std: Optional[tuple[float, float, float]] = None
     letterbox: Optional[bool] = None
+    # a monochrome page (mean max-min channel below mono_chroma, 0..255) is blurred by
+    # descreen_sigma model pixels before ISNet, so screentone reads as grey; 0 = off
+    descreen_sigma: float = Field(1.5, ge=0)
+    mono_chroma: float = Field(2.0, ge=0)
     threshold: float = Field(0.5, gt=0, lt=1)
     min_area: float = Field(0.01, ge=0, lt=1)  # share of the page; smaller regions are specks
     fill_holes: bool = True
+    # a region with less than min_core of its pixels at prob >= core_prob is no character
+    core_prob: float = Field(0.9, gt=0, le=1)
+    min_core: float = Field(0.5, ge=0, le=1)
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
     threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default
@@ -132,6 +148,7 @@ class ScoreParams(Section):
     head_prominence: float = Field(0.25, gt=0, le=1)  # a head rises this far (share of height) above its valleys
     head_level: float = Field(0.65, ge=0, le=1)  # ... and reaches this share of the figure's height
     min_edge_run: float = Field(0.08, ge=0, le=1)  # mask run along a page edge that counts as a cut
+    edge_band: float = Field(0.02, ge=0, le=0.5)  # 'along the edge' = within this share of the page's size
     min_cut_horizontal: float = Field(0.45, gt=0, le=1)  # top/bottom outline this straight inside the page: cut
     min_cut_vertical: float = Field(0.85, gt=0, le=1)  # left/right (upright figures have straight sides)
     small_ratio: float = Field(0.5, gt=0, le=1)  # short side below this x train_resolution = too small
@@ -321,6 +338,7 @@ class Params(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     model: ModelParams = ModelParams()
+    quantize: QuantizeParams = QuantizeParams()
     synth: SynthParams = SynthParams()
     extract: ExtractParams = ExtractParams()
     score: ScoreParams = ScoreParams()
@@ -385,6 +403,8 @@ def load_params(path: Optional[Path] = None) -> Params:
     base = path.parent
     return params.model_copy(update={
         "model": params.model.model_copy(update={"path": base / params.model.path}),
+        "quantize": params.quantize.model_copy(update={k: base / getattr(params.quantize, k)
+                                                       for k in ("source", "path", "calibration")}),
         "extract": params.extract.model_copy(update={
             "model": base / params.extract.model,
             "yolo": _rebase(params.extract.yolo, "weights", base),

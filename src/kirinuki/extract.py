@@ -86,7 +86,8 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
     score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components
         prob, forward = _timed(models.segment, rgb)
-        labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes)
+        labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
+                                     params.core_prob, params.min_core)
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":

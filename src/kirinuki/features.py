@@ -151,10 +151,12 @@ def _straight_run(ends: np.ndarray, valid: np.ndarray, tol: int) -> float:
     return float((stops - starts + 1).max() / valid.sum())
 
 
-def completeness(page_mask: np.ndarray) -> dict:
-    """Per side: `edge_<side>`, the share of the character's extent lying on that page edge,
-    and `cut_<side>`, the share ending on one straight line (a page edge, panel border or
-    a frame that cut the figure). A whole figure ends in curves: both stay small."""
+def completeness(page_mask: np.ndarray, band: float = 0.0) -> dict:
+    """Per side: `edge_<side>`, the share of the character's extent lying on that page edge
+    (within `band` x the page's size of it: a model's mask often fades out just short of
+    the edge where the body runs on), and `cut_<side>`, the share ending on one straight
+    line (a page edge, panel border or a frame that cut the figure). A whole figure ends
+    in curves: both stay small."""
     ys, xs = np.nonzero(page_mask)
     if len(xs) == 0:
         return {**{f"edge_{s}": 0.0 for s in SIDES}, **{f"cut_{s}": 0.0 for s in SIDES}}
@@ -162,14 +164,15 @@ def completeness(page_mask: np.ndarray) -> dict:
     m = page_mask[y0:y1, x0:x1]
     h, w = m.shape
     H, W = page_mask.shape
+    by, bx = max(1, round(band * H)), max(1, round(band * W))
     rows, cols = m.any(axis=1), m.any(axis=0)
     first_x, last_x = m.argmax(axis=1), w - 1 - m[:, ::-1].argmax(axis=1)
     first_y, last_y = m.argmax(axis=0), h - 1 - m[::-1].argmax(axis=0)
     tol = max(2, round(0.01 * max(h, w)))
-    f = {"edge_left": m[:, 0].sum() / h if x0 == 0 else 0.0,
-         "edge_top": m[0].sum() / w if y0 == 0 else 0.0,
-         "edge_right": m[:, -1].sum() / h if x1 == W else 0.0,
-         "edge_bottom": m[-1].sum() / w if y1 == H else 0.0,
+    f = {"edge_left": page_mask[y0:y1, :bx].any(axis=1).sum() / h,
+         "edge_top": page_mask[:by, x0:x1].any(axis=0).sum() / w,
+         "edge_right": page_mask[y0:y1, W - bx:].any(axis=1).sum() / h,
+         "edge_bottom": page_mask[H - by:, x0:x1].any(axis=0).sum() / w,
          "cut_left": _straight_run(first_x, rows, tol), "cut_top": _straight_run(first_y, cols, tol),
          "cut_right": _straight_run(last_x, rows, tol), "cut_bottom": _straight_run(last_y, cols, tol)}
     return {k: _r4(v) for k, v in f.items()}
@@ -235,7 +238,7 @@ def features(rgba: np.ndarray, page_mask: np.ndarray, confidence: float, params:
     alpha_small = _resize(alpha.astype(np.uint8), s, cv2.INTER_NEAREST) > 0
     rgba_small = _resize(rgba, s, cv2.INTER_NEAREST)
     f = {"confidence": _r4(confidence), **content(rgba, page_mask), **palette(rgba_small[..., :3], alpha_small),
-         **characters(alpha_small, params), **completeness(page_mask), **resolution(alpha, params),
+         **characters(alpha_small, params), **completeness(page_mask, params.edge_band), **resolution(alpha, params),
          **outline(alpha_small)}
     page_short = min(page_mask.shape)
     f["text_share"] = _r4(text_share(rgba_small, (0.008 * page_short * s, 0.06 * page_short * s)))

@@ -35,35 +35,56 @@ class IsnetSegmenter:
 
     name = "isnet"
 
-    def __init__(self, model: Path, size: int, mean, std, letterbox: bool, threads: int = 0):
+    def __init__(self, model: Path, size: int, mean, std, letterbox: bool, threads: int = 0,
+                 descreen_sigma: float = 0.0, mono_chroma: float = 0.0):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.use_deterministic_compute = True
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.size = size
-        self.mean = np.asarray(mean, np.float32)
-        self.std = np.asarray(std, np.float32)
-        self.letterbox = letterbox
+        self.output_name = self.session.get_outputs()[0].name
+        self.prep = dict(size=size, mean=mean, std=std, letterbox=letterbox,
+                         descreen_sigma=descreen_sigma, mono_chroma=mono_chroma)
         self.info = {"segmenter": self.name, "onnxruntime": ort.__version__,
                      "model": Path(model).name, "model_sha256": sha256_file(model)}
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
-        s = self.size
-        if self.letterbox:
-            scale = s / max(h, w)
-            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-            top, left = (s - nh) // 2, (s - nw) // 2
-        else:
-            nh, nw, top, left = s, s, 0, 0
-        interp = cv2.INTER_AREA if nh * nw < h * w else cv2.INTER_LINEAR
-        x = np.zeros((s, s, 3), np.float32)
-        x[top:top + nh, left:left + nw] = cv2.resize(rgb, (nw, nh), interpolation=interp).astype(np.float32) / 255.0
-        x = (x - self.mean) / self.std
-        y = self.session.run(None, {self.input_name: x.transpose(2, 0, 1)[None]})[0][0, 0]
+        x, (top, left, nh, nw) = isnet_input(rgb, **self.prep)
+        y = self.session.run([self.output_name], {self.input_name: x})[0][0, 0]
         y = y[top:top + nh, left:left + nw]
         return np.clip(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def is_monochrome(rgb: np.ndarray, max_chroma: float) -> bool:
+    """HxWx3 uint8: mean (max - min channel) below `max_chroma` (0..255) = a grey page."""
+    return float(np.mean(rgb.max(axis=2) - rgb.min(axis=2))) < max_chroma
+
+
+def isnet_input(rgb: np.ndarray, size: int, mean, std, letterbox: bool,
+                descreen_sigma: float = 0.0, mono_chroma: float = 0.0):
+    """HxWx3 uint8 page -> (1x3xSxS float32 model input, (top, left, nh, nw) of the page in it).
+
+    Stretched or letterboxed to S = `size`. A monochrome page is blurred by
+    `descreen_sigma` (model pixels) first: screentone dots read as texture to a model
+    trained on photos, and as grey once averaged (realbench manga union IoU 0.24 -> 0.63).
+    """
+    h, w = rgb.shape[:2]
+    s = size
+    if letterbox:
+        scale = s / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (s - nh) // 2, (s - nw) // 2
+    else:
+        nh, nw, top, left = s, s, 0, 0
+    interp = cv2.INTER_AREA if nh * nw < h * w else cv2.INTER_LINEAR
+    page = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    if descreen_sigma > 0 and is_monochrome(rgb, mono_chroma):
+        page = cv2.GaussianBlur(page, (0, 0), descreen_sigma)
+    x = np.zeros((s, s, 3), np.float32)
+    x[top:top + nh, left:left + nw] = page.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return x.transpose(2, 0, 1)[None], (top, left, nh, nw)
 
 
 def _isnet(params: ExtractParams) -> IsnetSegmenter:
@@ -74,7 +95,8 @@ def _isnet(params: ExtractParams) -> IsnetSegmenter:
     if any(v is None for v in norm.values()):
         card = read_card(model)
         norm = {k: card[k] if v is None else v for k, v in norm.items()}
-    return IsnetSegmenter(model, params.input_size, threads=params.threads, **norm)
+    return IsnetSegmenter(model, params.input_size, threads=params.threads,
+                          descreen_sigma=params.descreen_sigma, mono_chroma=params.mono_chroma, **norm)
 
 
 class BoxSegmenter(Protocol):
