@@ -32,7 +32,7 @@ from kirinuki.segment import load_segmenter
 from conftest import TINY_SIZE, two_figures
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("ultralytics")
+import_yolo()  # imports ultralytics as kirinuki does: with Pillow's own opener put back for later tests
 segment_anything = pytest.importorskip("segment_anything")
 
 # a 5-layer backbone (strides 8/16/32 at layers 2-4) and ultralytics' Detect head, one class

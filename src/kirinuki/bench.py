@@ -17,15 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional
-from unittest import mock
 
 import numpy as np
 from PIL import Image
 
-from . import extract as extract_mod
+from .extract import Models, run_extract
 from .config import ExtractParams
 from .imageio import find_images, read_image
 from .segment import load_segmenter
@@ -93,8 +91,8 @@ def link_pages(images: list[Path], n: int, folder: Path) -> Path:
 def time_pages(pages: Path, params: ExtractParams, out: Path) -> dict[str, Any]:
     """Run `run_extract` on `pages` with timed backends; per-page wall and forward seconds.
 
-    The loaders are patched where extract looks them up, not `process_image` called directly,
-    so the bench measures `kirinuki extract`'s own loop whatever its backends and signature.
+    The backends are loaded as extract loads them, wrapped, and handed to `run_extract`, so
+    the bench measures `kirinuki extract`'s own loop whatever its backends.
     """
     timers: list[Timed] = []
     notes: list[str] = []
@@ -103,14 +101,10 @@ def time_pages(pages: Path, params: ExtractParams, out: Path) -> dict[str, Any]:
     def mark(_path=None):
         marks.append((time.perf_counter(), sum(t.seconds for t in timers)))
 
-    def timed_loader(load: Callable, kind: str) -> Callable:
-        return lambda p: instrument(load(p), kind, timers, notes)
-
-    with ExitStack() as patches:
-        for name, kind in (("load_segmenter", "segmenter"), ("load_detector", "detector")):
-            if hasattr(extract_mod, name):
-                patches.enter_context(mock.patch.object(extract_mod, name, timed_loader(getattr(extract_mod, name), kind)))
-        summary = extract_mod.run_extract(pages, out, params, progress=False, on_page=mark)
+    loaded = Models.load(params)
+    models = Models(detect=instrument(loaded.detect, "detector", timers, notes),
+                                segment=instrument(loaded.segment, "segmenter", timers, notes))
+    summary = run_extract(pages, out, params, progress=False, on_page=mark, models=models)
     mark()  # the last page's time also holds writing records.jsonl and run.json
     if not summary.pages:
         raise BenchError(f"{pages}: no page could be extracted")

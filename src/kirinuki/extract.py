@@ -42,6 +42,10 @@ class Models:
         """Backend names, versions and weights hashes, recorded with every cut-out."""
         return {**self.segment.info, **(self.detect.info if self.detect else {"detector": "none"})}
 
+    @classmethod
+    def load(cls, params: ExtractParams) -> "Models":
+        return cls(detect=load_detector(params), segment=load_segmenter(params))  # in pipeline order
+
 
 @dataclass
 class Char:
@@ -184,14 +188,16 @@ class ExtractSummary:
 
 def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optional[int] = None,
                 progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-                on_page: Callable[[Path], None] = lambda path: None) -> ExtractSummary:
+                on_page: Callable[[Path], None] = lambda path: None,
+                models: Optional[Models] = None) -> ExtractSummary:
     """Extract every image under `inputs` into `out`; a bad file is reported and skipped.
 
     `on_page(path)` is called just before a page is extracted (not for resumed pages):
-    the tracker times pages with it.
+    the tracker times pages with it. `models`: backends already loaded (the benchmark
+    passes timed ones); by default they are loaded from `params`.
     """
     images = find_images(inputs)[:max_files]
-    models = Models(detect=load_detector(params), segment=load_segmenter(params))  # in pipeline order
+    models = models or Models.load(params)
     phash = params_hash(params, models)
     out.mkdir(parents=True, exist_ok=True)
     summary, pages, seen = ExtractSummary(), [], {}

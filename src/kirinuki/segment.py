@@ -57,8 +57,12 @@ class IsnetSegmenter:
 
 
 def is_monochrome(rgb: np.ndarray, max_chroma: float) -> bool:
-    """HxWx3 uint8: mean (max - min channel) below `max_chroma` (0..255) = a grey page."""
-    return float(np.mean(rgb.max(axis=2) - rgb.min(axis=2))) < max_chroma
+    """HxWx3 uint8: mean (max - min channel) below `max_chroma` (0..255) = a grey page.
+
+    Every 4th pixel each way is enough for a page-wide mean, and 15x cheaper.
+    """
+    sample = rgb[::4, ::4]
+    return float(np.mean(sample.max(axis=2) - sample.min(axis=2))) < max_chroma
 
 
 def isnet_input(rgb: np.ndarray, size: int, mean, std, letterbox: bool,
