@@ -137,8 +137,8 @@ def model_input(path: Path) -> tuple[str, Optional[int]]:
 def calibration_inputs(pages: list[Path], size: int, card: dict, extract: ExtractParams) -> Iterator[np.ndarray]:
     """Each page as the segmenter feeds it to the model (1x3xSxS float32): the card's
     normalisation unless `extract` sets it, and `extract`'s descreening of monochrome pages."""
-    from .segment import isnet_input
-    norm = {k: card[k] if getattr(extract, k) is None else getattr(extract, k) for k in ("mean", "std", "letterbox")}
+    from .segment import isnet_input, normalisation
+    norm = normalisation(extract, lambda: card)
     for page in pages:
         rgb = read_image(page, extract.max_pixels)
         yield isnet_input(rgb, size, descreen_sigma=extract.descreen_sigma,

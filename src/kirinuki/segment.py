@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Callable, Protocol, Union
 
 import cv2
 import numpy as np
@@ -91,14 +91,20 @@ def isnet_input(rgb: np.ndarray, size: int, mean, std, letterbox: bool,
     return x.transpose(2, 0, 1)[None], (top, left, nh, nw)
 
 
+def normalisation(params: ExtractParams, card: Callable[[], dict]) -> dict:
+    """extract.mean/std/letterbox; any left None comes from the model's card (read only then)."""
+    norm = {k: getattr(params, k) for k in ("mean", "std", "letterbox")}
+    if any(v is None for v in norm.values()):
+        values = card()
+        norm = {k: values[k] if v is None else v for k, v in norm.items()}
+    return norm
+
+
 def _isnet(params: ExtractParams) -> IsnetSegmenter:
     model = Path(params.model)
     if not model.exists():
         raise FileNotFoundError(f"extract.model {model}: not found (run `kirinuki fetch-model`)")
-    norm = {"mean": params.mean, "std": params.std, "letterbox": params.letterbox}
-    if any(v is None for v in norm.values()):
-        card = read_card(model)
-        norm = {k: card[k] if v is None else v for k, v in norm.items()}
+    norm = normalisation(params, lambda: read_card(model))
     return IsnetSegmenter(model, params.input_size, threads=params.threads,
                           descreen_sigma=params.descreen_sigma, mono_chroma=params.mono_chroma, **norm)
 
