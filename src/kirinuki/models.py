@@ -54,8 +54,8 @@ def torch_setup(device: str, threads: int):
     """Import torch, set for reproducible inference, and return it.
 
     Deterministic algorithms (a warning where an op has none), cuDNN deterministic and
-    not benchmarking, `threads` intra-op threads when > 0. Raises ImportError naming
-    the extra to install when torch is missing (BackendUnavailable).
+    not benchmarking, `threads` intra-op threads when > 0. Raises BackendUnavailable naming
+    the extra to install when torch is missing, or when `device` is CUDA and none is seen.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     try:
