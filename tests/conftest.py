@@ -58,7 +58,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def extract_params(tiny_model) -> ExtractParams:
-    return ExtractParams(model=tiny_model, input_size=TINY_SIZE, min_area=0.01, margin=0.05)
+    return ExtractParams(model=tiny_model, input_size=TINY_SIZE, min_area=0.01, margin=0.05, splitter=None)
 
 
 def two_figures(h: int = 96, w: int = 128) -> np.ndarray:

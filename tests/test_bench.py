@@ -17,7 +17,7 @@ from conftest import TINY_SIZE, two_figures
 
 def test_bench_cli_figures(tmp_path, tiny_model):
     params = tmp_path / "p.yaml"
-    params.write_text(yaml.safe_dump({"extract": {"model": str(tiny_model), "input_size": TINY_SIZE}}))
+    params.write_text(yaml.safe_dump({"extract": {"model": str(tiny_model), "input_size": TINY_SIZE, "splitter": None}}))
     pages = tmp_path / "pages"
     pages.mkdir()
     Image.fromarray(two_figures()).save(pages / "a.png")

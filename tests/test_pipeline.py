@@ -58,6 +58,8 @@ def repo(tmp_path, model_server):
     for name in ("dvc.yaml", "params.yaml", "stages", "src"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
+    (repo / "models").mkdir()
+    shutil.copy(ROOT / "models" / "splitter.onnx", repo / "models")  # in git, as in a clone
     url, sha = model_server
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["model"]["sources"] = [{"name": "tiny", "kind": "url", "location": url, "sha256": sha,

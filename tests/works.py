@@ -28,7 +28,7 @@ def make_work(root: Path, n_pages: int = 3, gt: bool = True, author: str = "aoki
 
 
 def tracker_params(tiny_model: Path, **publish) -> Params:
-    p = Params(extract=ExtractParams(model=tiny_model, input_size=TINY_SIZE, min_area=0.01, margin=0.05))
+    p = Params(extract=ExtractParams(model=tiny_model, input_size=TINY_SIZE, min_area=0.01, margin=0.05, splitter=None))
     return p.model_copy(update={"publish": p.publish.model_copy(update=publish)}) if publish else p
 
 

@@ -65,7 +65,7 @@ def instrument(backend, kind: str, timers: list[Timed], notes: list[str]):
     normalisation count as overhead, as they are; any other backend (torch SAM, YOLO) is timed
     per call, pre/post-processing included.
     """
-    if backend is None:  # a loader's "not configured" (extract.detector: none)
+    if backend is None:  # a loader's "not configured" (extract.detector: none, extract.splitter: null)
         return None
     session = getattr(backend, "session", None)
     if callable(getattr(session, "run", None)):
@@ -103,7 +103,8 @@ def time_pages(pages: Path, params: ExtractParams, out: Path) -> dict[str, Any]:
 
     loaded = Models.load(params)
     models = Models(detect=instrument(loaded.detect, "detector", timers, notes),
-                                segment=instrument(loaded.segment, "segmenter", timers, notes))
+                    segment=instrument(loaded.segment, "segmenter", timers, notes),
+                    split=instrument(loaded.split, "splitter", timers, notes))
     summary = run_extract(pages, out, params, progress=False, on_page=mark, models=models)
     mark()  # the last page's time also holds writing records.jsonl and run.json
     if not summary.pages:

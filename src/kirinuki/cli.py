@@ -71,6 +71,24 @@ def quantize_model_cmd(src: Optional[Path] = typer.Option(None, "--src", help="t
         _fail(str(e))
 
 
+@app.command("train-splitter")
+def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help="folder of RGBA character sprites (repeatable)"),
+                       backgrounds: list[Path] = typer.Option(..., "--backgrounds", help="folder of background pictures (repeatable)"),
+                       out: Path = typer.Option(Path("models/splitter.onnx"), "--out", "-o", help="ONNX to write, card beside it"),
+                       steps: int = typer.Option(3000, min=1, help="training batches"),
+                       samples: int = typer.Option(6000, min=1, help="composite pages to train on"),
+                       seed: int = typer.Option(0, help="seeds the composites and the training"),
+                       threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default")):
+    """Train the splitter that cuts touching characters apart (extract.splitter) on sprite composites."""
+    from .train_split import train_splitter
+    try:
+        card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, threads=threads,
+                              log=lambda m: typer.echo(m, err=True))
+    except (RuntimeError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)
+
+
 @app.command()
 def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recursive)"),
             out: Path = typer.Option(..., "--out", "-o", help="output folder"),

@@ -6,8 +6,9 @@ params hash is what makes a page "done" for resume). `OUT/records.jsonl` gathers
 records of every page of the run.
 
 Per page: boxes from the detector (if `extract.detector` is set), then the segmenter
-(ISNet: one soft mask of the page; SAM: one mask per box), then instances, then the
-optional refinement (`extract.refine`).
+(ISNet: one soft mask of the page; SAM: one mask per box), then instances (without a
+detector: connected components, cut apart by the learned splitter), then the optional
+refinement (`extract.refine`).
 """
 from __future__ import annotations
 
@@ -29,22 +30,27 @@ from .imageio import BadImage, find_images, read_image, write_json, write_jsonl,
 from .instances import bbox, crop_box, cutout, instances_from_mask, instances_from_masks
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
+from .split import Splitter, load_splitter, split_instances
 
 
 @dataclass
 class Models:
-    """The loaded backends of a run: the segmenter and, when `extract.detector` is set, the detector."""
+    """The loaded backends of a run: the segmenter and, when `extract.detector` is set, the
+    detector, else the splitter (when `extract.splitter` is set)."""
     segment: Union[Segmenter, BoxSegmenter]
     detect: Optional[Detector] = None
+    split: Optional[Splitter] = None
 
     @property
     def info(self) -> dict:
         """Backend names, versions and weights hashes, recorded with every cut-out."""
-        return {**self.segment.info, **(self.detect.info if self.detect else {"detector": "none"})}
+        return {**self.segment.info, **(self.detect.info if self.detect else {"detector": "none"}),
+                **(self.split.info if self.split else {})}
 
     @classmethod
     def load(cls, params: ExtractParams) -> "Models":
-        return cls(detect=load_detector(params), segment=load_segmenter(params))  # in pipeline order
+        detect = load_detector(params)  # in pipeline order
+        return cls(detect=detect, segment=load_segmenter(params), split=None if detect else load_splitter(params))
 
 
 @dataclass
@@ -88,10 +94,15 @@ def _timed(fn, *args):
 def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
     """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
     score)] for labels 1..n, seconds in model forward passes)."""
-    if models.detect is None:  # the default: ISNet's connected components
+    if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
         prob, forward = _timed(models.segment, rgb)
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
+        if models.split is not None and labels.any():
+            (heat, offsets), seconds = _timed(models.split, rgb)
+            labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
+                                     params.split_separation)
+            forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":
@@ -133,8 +144,9 @@ def params_hash(params: ExtractParams, models: Models) -> str:
 
     Weights enter by their sha256, not their paths, which may be spelled many ways.
     """
-    digest = params.digest(exclude={"model": True, "yolo": {"weights"}, "sam": {"checkpoint"}})
-    shas = [models.segment.info["model_sha256"]] + ([models.detect.info["detector_sha256"]] if models.detect else [])
+    digest = params.digest(exclude={"model": True, "splitter": True, "yolo": {"weights"}, "sam": {"checkpoint"}})
+    shas = [models.segment.info["model_sha256"]] + [
+        m.info[key] for m, key in ((models.detect, "detector_sha256"), (models.split, "splitter_sha256")) if m]
     return "-".join([digest] + [sha[:12] for sha in shas])
 
 

@@ -1,0 +1,117 @@
+"""split: a learned cue that cuts ISNet's connected components into characters.
+
+Characters that touch or overlap form one connected component. A small CNN (trained
+by `kirinuki train-splitter` on sprite composites, see train_split.py) looks at the
+page at 256 px and predicts, on a coarse grid, a heatmap of character centres and,
+for every pixel, the offset to the centre of the character it belongs to
+(Panoptic-DeepLab's centre and offset heads). A component whose pixels vote for two
+or more centres, each with at least `split_share` of its votes, is cut between them;
+everything else is left as it was, so the cue can only split, never invent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from .config import ExtractParams
+from .instances import label_dtype
+from .models import sha256_file
+
+
+def grid_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 page -> SxSx3 uint8, scaled so its longer side is S, top-left aligned.
+
+    Top-left alignment makes page pixel (y, x) grid cell (y, x) * G / max(H, W) for any
+    output grid G, with no offset to carry around.
+    """
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.zeros((size, size, 3), np.uint8)
+    out[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    return out
+
+
+class Splitter:
+    """The splitter as ONNX: input [1,3,S,S] float (RGB/255 - 0.5), outputs `centres`
+    [1,1,G,G] in 0..1 and `offsets` [1,2,G,G] (dy, dx to the centre, in units of G)."""
+
+    name = "splitter"
+
+    def __init__(self, model: Path, threads: int = 0):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.use_deterministic_compute = True
+        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.size = self.session.get_inputs()[0].shape[-1]
+        self.info = {"splitter": Path(model).name, "splitter_sha256": sha256_file(model)}
+
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HxWx3 uint8 page -> (GxG float32 centre heatmap, 2xGxG float32 offsets in grid cells)."""
+        x = grid_input(rgb, self.size).astype(np.float32).transpose(2, 0, 1)[None] / 255.0 - 0.5
+        centres, offsets = self.session.run(["centres", "offsets"], {"input": x})
+        return centres[0, 0], offsets[0] * centres.shape[-1]
+
+
+def load_splitter(params: ExtractParams) -> Optional[Splitter]:
+    """The splitter in `extract.splitter`, or None when that is null."""
+    if params.splitter is None:
+        return None
+    if not Path(params.splitter).exists():
+        raise FileNotFoundError(f"extract.splitter {params.splitter}: not found (train one with "
+                                "`kirinuki train-splitter`, or set extract.splitter: null)")
+    return Splitter(params.splitter, params.threads)
+
+
+def centre_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:
+    """GxG heatmap -> Kx2 float32 (y, x) of its local maxima (7x7) at or above `threshold`,
+    in row-major order."""
+    local_max = heatmap == cv2.dilate(heatmap, np.ones((7, 7), np.uint8))
+    return np.argwhere(local_max & (heatmap >= threshold)).astype(np.float32)
+
+
+def split_instances(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray,
+                    peak: float, share: float, separation: float) -> np.ndarray:
+    """HxW label map (1..n by falling area) -> the same with merged characters cut apart.
+
+    Each pixel of a component votes for the centre nearest to where its offset points;
+    centres with at least `share` of the component's votes share it out, each pixel to
+    the nearest of them, unless two of them are closer than `separation` x sqrt(component
+    area): a large figure's centre is sometimes seen twice, two figures' centres are a
+    body apart. Labels stay 1..n by falling area.
+    """
+    peaks = centre_peaks(heatmap, peak)
+    if len(peaks) < 2:
+        return labels
+    g = heatmap.shape[0]
+    scale = g / max(labels.shape)  # page pixel -> grid cell
+    parts = []
+    for k in range(1, int(labels.max()) + 1):
+        ys, xs = np.nonzero(labels == k)
+        gy = np.minimum((ys * scale).astype(np.intp), g - 1)
+        gx = np.minimum((xs * scale).astype(np.intp), g - 1)
+        vy, vx = ys * scale + offsets[0, gy, gx], xs * scale + offsets[1, gy, gx]
+        dist = (vy[:, None] - peaks[None, :, 0]) ** 2 + (vx[:, None] - peaks[None, :, 1]) ** 2
+        votes = np.bincount(dist.argmin(1), minlength=len(peaks))
+        kept = np.flatnonzero(votes >= share * len(ys))
+        if len(kept) < 2 or _closest_pair(peaks[kept]) < separation * np.sqrt(len(ys)) * scale:
+            parts.append((ys, xs))
+            continue
+        owner = kept[dist[:, kept].argmin(1)]
+        parts.extend((ys[owner == j], xs[owner == j]) for j in kept)
+    parts.sort(key=lambda p: (-len(p[0]), int(p[0].min()), int(p[1].min())))
+    out = np.zeros(labels.shape, label_dtype(len(parts)))
+    for k, (ys, xs) in enumerate(parts, start=1):
+        out[ys, xs] = k
+    return out
+
+
+def _closest_pair(points: np.ndarray) -> float:
+    """Kx2 points, K >= 2 -> the smallest distance between two of them."""
+    d = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    return float(d[np.triu_indices(len(points), 1)].min())

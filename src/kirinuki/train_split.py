@@ -1,0 +1,260 @@
+"""train-splitter: teach the splitter (split.py) where one character ends and the next begins.
+
+Training pages are composites: 0-3 sprites (RGBA character art, e.g. visual-novel
+sprites) scaled, flipped, recoloured and overlapped on background pictures, a share
+of them turned into screentoned monochrome. The composite knows every pixel's
+character, so the targets are exact: a Gaussian at each character's centre of mass
+and, per character pixel, the offset to it. The network is a small U-Net trained from
+scratch on CPU; the result is exported to ONNX with a card beside it. Needs torch
+(the `backends` extra); seeded, so the same inputs and arguments give the same pages.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .imageio import IMAGE_SUFFIXES, atomic_path, write_json
+from .models import card_path, sha256_file
+from .split import grid_input
+
+INPUT = 256  # network input side
+GRID = 128  # output grid side (stride 2)
+SIGMA = 3.0  # centre heatmap Gaussian, grid cells
+
+
+def _images(folders: list[Path]) -> list[Path]:
+    return sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_sprites(folders: list[Path], log: Callable[[str], None]) -> list[np.ndarray]:
+    """Every image with an alpha channel under `folders` -> RGBA uint8 cropped to its opaque part."""
+    sprites = []
+    for path in _images(folders):
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if a is None or a.ndim != 3 or a.shape[2] != 4 or not (a[..., 3] > 127).any():
+            log(f"{path}: skipped, not an image with an alpha channel and opaque pixels")
+            continue
+        ys, xs = np.nonzero(a[..., 3] > 127)
+        sprites.append(cv2.cvtColor(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1], cv2.COLOR_BGRA2RGBA))
+    return sprites
+
+
+def load_backgrounds(folders: list[Path], log: Callable[[str], None]) -> list[np.ndarray]:
+    """Every readable image under `folders` -> RGB uint8."""
+    out = []
+    for path in _images(folders):
+        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if im is None:
+            log(f"{path}: skipped, not a readable image")
+            continue
+        out.append(cv2.cvtColor(im, cv2.COLOR_BGR2RGB))
+    return out
+
+
+def screentone(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HxWx3 uint8 -> the same page as black-and-white manga: line art kept black, tones
+    rendered as a rotated dot screen of 3-6 px."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    period, angle = rng.uniform(3, 6), rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (xx * np.cos(angle) + yy * np.sin(angle)) / period
+    v = (yy * np.cos(angle) - xx * np.sin(angle)) / period
+    screen = (np.cos(2 * np.pi * u) + np.cos(2 * np.pi * v) + 2) * (255 / 4)
+    out = np.where((grey > screen) | (grey > 235), 255, 0).astype(np.uint8)
+    out[cv2.Canny(grey, 60, 150) > 0] = 0
+    return np.repeat(out[..., None], 3, axis=2)
+
+
+def _hue_shift(rgb: np.ndarray, shift: int) -> np.ndarray:
+    hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.random.Generator,
+              side: int = 640, manga_share: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """One training page: (HxWx3 uint8, HxW uint8 labels 0 = background, 1..n back to front).
+
+    Characters are 0.3-1.15 page heights tall, mostly standing on or cut by the bottom
+    edge, and later ones occlude earlier ones; a character left with less than 0.4% of
+    the page visible is background.
+    """
+    h, w = (side, side * 3 // 4) if rng.random() < 0.5 else (side * 3 // 4, side)
+    bg = backgrounds[rng.integers(len(backgrounds))]
+    scale = max(h / bg.shape[0], w / bg.shape[1]) * rng.uniform(1.0, 1.6)
+    bg = cv2.resize(bg, (int(bg.shape[1] * scale) + 1, int(bg.shape[0] * scale) + 1), interpolation=cv2.INTER_AREA)
+    y0, x0 = rng.integers(0, bg.shape[0] - h + 1), rng.integers(0, bg.shape[1] - w + 1)
+    page = bg[y0:y0 + h, x0:x0 + w].astype(np.float32)
+    if rng.random() < 0.5:
+        page = page[:, ::-1]
+    labels = np.zeros((h, w), np.uint8)
+    n = rng.choice(4, p=[0.08, 0.3, 0.34, 0.28])
+    for k in range(1, n + 1):
+        s = sprites[rng.integers(len(sprites))]
+        if rng.random() < 0.5:
+            s = s[:, ::-1]
+        sh = max(2, int(rng.uniform(0.3, 1.15) * h))
+        sw = max(2, int(s.shape[1] * sh / s.shape[0] * rng.uniform(0.9, 1.1)))
+        if sw > 1.3 * w:
+            continue
+        s = cv2.resize(np.ascontiguousarray(s), (sw, sh), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.3:  # the same sprite twice must not look like one character
+            s[..., :3] = _hue_shift(s[..., :3], int(rng.integers(20, 160)))
+        x = int(rng.uniform(-0.25 * sw, w - 0.75 * sw))
+        y = int(h - sh * rng.uniform(0.75, 1.0)) if rng.random() < 0.6 else int(rng.uniform(0, max(1, h - sh)))
+        ty0, tx0, ty1, tx1 = max(0, y), max(0, x), min(h, y + sh), min(w, x + sw)
+        if ty1 <= ty0 or tx1 <= tx0:
+            continue
+        part = s[ty0 - y:ty1 - y, tx0 - x:tx1 - x].astype(np.float32)
+        alpha = part[..., 3:] / 255
+        page[ty0:ty1, tx0:tx1] = page[ty0:ty1, tx0:tx1] * (1 - alpha) + part[..., :3] * alpha
+        labels[ty0:ty1, tx0:tx1][alpha[..., 0] > 0.5] = k
+    page = np.clip(page, 0, 255).astype(np.uint8)
+    visible = [k for k in range(1, n + 1) if (labels == k).sum() > 0.004 * h * w]
+    labels = np.searchsorted(visible, labels, side="right").astype(np.uint8) * np.isin(labels, visible)
+    if rng.random() < manga_share:
+        page = screentone(page, rng)
+    return page, labels.astype(np.uint8)
+
+
+def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SxS labels (grid_input's frame) -> (GxG centre heatmap, 2xGxG offsets in units of G,
+    GxG foreground), G = GRID."""
+    lab = cv2.resize(labels, (GRID, GRID), interpolation=cv2.INTER_NEAREST)
+    yy, xx = np.mgrid[0:GRID, 0:GRID].astype(np.float32)
+    heat = np.zeros((GRID, GRID), np.float32)
+    offsets = np.zeros((2, GRID, GRID), np.float32)
+    for k in range(1, int(lab.max()) + 1):
+        m = lab == k
+        if not m.any():
+            continue
+        cy, cx = yy[m].mean(), xx[m].mean()
+        heat = np.maximum(heat, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * SIGMA ** 2)))
+        offsets[0][m], offsets[1][m] = (cy - yy[m]) / GRID, (cx - xx[m]) / GRID
+    return heat, offsets, (lab > 0).astype(np.float32)
+
+
+def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float):
+    """n composites at the network's input size -> (Nx3xSxS uint8, targets as float32 arrays)."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 3, INPUT, INPUT), np.uint8)
+    heat = np.zeros((n, 1, GRID, GRID), np.float32)
+    off = np.zeros((n, 2, GRID, GRID), np.float32)
+    fg = np.zeros((n, 1, GRID, GRID), np.float32)
+    for i in range(n):
+        page, labels = composite(sprites, backgrounds, rng, manga_share=manga_share)
+        x[i] = grid_input(page, INPUT).transpose(2, 0, 1)
+        # labels into grid_input's frame: same scale, top-left aligned
+        lab = np.zeros((INPUT, INPUT), np.uint8)
+        sc = INPUT / max(labels.shape)
+        nh, nw = max(1, round(labels.shape[0] * sc)), max(1, round(labels.shape[1] * sc))
+        lab[:nh, :nw] = cv2.resize(labels, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        heat[i, 0], off[i], fg[i, 0] = targets(lab)
+    return x, heat, off, fg
+
+
+def build_net(torch, widths=(16, 32, 64, 96, 128)):
+    """A U-Net: 3xSxS -> 4x(S/2)x(S/2) (centre logit, dy, dx, foreground logit)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    def block(i, o, stride=1):
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+                             nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+    class SplitNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            c = widths
+            self.down = nn.ModuleList([block(3, c[0], 2)] + [block(c[i], c[i + 1], 2) for i in range(len(c) - 1)])
+            self.up = nn.ModuleList([block(c[i + 1] + c[i], c[i]) for i in reversed(range(1, len(c) - 1))]
+                                    + [block(c[1] + c[0], 32)])
+            self.head = nn.Conv2d(32, 4, 1)
+
+        def forward(self, x):
+            skips = []
+            for d in self.down:
+                x = d(x)
+                skips.append(x)
+            x = skips.pop()
+            for u in self.up:
+                s = skips.pop()
+                x = u(torch.cat([F.interpolate(x, size=s.shape[-2:], mode="bilinear", align_corners=False), s], 1))
+            return self.head(x)
+
+    return SplitNet()
+
+
+def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, steps: int = 3000,
+                   samples: int = 6000, batch: int = 16, seed: int = 0, manga_share: float = 0.3,
+                   threads: int = 0, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+    """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it."""
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError("train-splitter needs torch: pip install 'kirinuki[backends]'") from None
+    sprites, backgrounds = load_sprites(sprite_dirs, log), load_backgrounds(background_dirs, log)
+    if not sprites or not backgrounds:
+        raise ValueError(f"train-splitter: {len(sprites)} sprites and {len(backgrounds)} backgrounds found; "
+                         "need at least one of each")
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    x, heat, off, fg = (torch.from_numpy(a) for a in training_set(sprites, backgrounds, samples, seed, manga_share))
+    log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
+        f"in {time.perf_counter() - start:.0f} s")
+    net = build_net(torch)
+    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    F = torch.nn.functional
+    for step in range(steps):
+        idx = torch.randint(0, samples, (batch,), generator=gen)
+        y = net(x[idx].float() / 255 - 0.5)
+        m = fg[idx]
+        # weights as in Panoptic-DeepLab: the heatmap is mostly zeros and needs the push
+        l_heat = F.mse_loss(torch.sigmoid(y[:, :1]), heat[idx]) * 200
+        l_off = (F.l1_loss(y[:, 1:3], off[idx], reduction="none") * m).sum() / m.sum().clamp(min=1) * 10
+        l_fg = F.binary_cross_entropy_with_logits(y[:, 3:], m)
+        loss = l_heat + l_off + l_fg
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"step {step}: centre {l_heat.item():.3f} offset {l_off.item():.3f} "
+                f"foreground {l_fg.item():.3f} ({time.perf_counter() - start:.0f} s)")
+    _export(torch, net.eval(), out)
+    card = {"kind": "kirinuki splitter", "input": [1, 3, INPUT, INPUT], "grid": GRID,
+            "normalisation": "RGB/255 - 0.5, top-left aligned (split.grid_input)",
+            "sprite_dirs": [str(d) for d in sprite_dirs], "background_dirs": [str(d) for d in background_dirs],
+            "sprites": len(sprites), "backgrounds": len(backgrounds), "samples": samples, "steps": steps,
+            "batch": batch, "seed": seed, "manga_share": manga_share,
+            "final_losses": {"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
+                             "foreground": round(l_fg.item(), 4)},
+            "seconds": round(time.perf_counter() - start), "torch": torch.__version__,
+            "python": platform.python_version(), "sha256": sha256_file(out)}
+    write_json(card_path(out), card)
+    return card
+
+
+def _export(torch, net, out: Path) -> None:
+    class Exported(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            y = self.net(x)
+            return torch.sigmoid(y[:, :1]), y[:, 1:3]
+
+    with atomic_path(out) as tmp, torch.no_grad():
+        torch.onnx.export(Exported(net), torch.zeros(1, 3, INPUT, INPUT), str(tmp), input_names=["input"],
+                          output_names=["centres", "offsets"], opset_version=17, dynamo=False)

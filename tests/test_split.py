@@ -1,0 +1,165 @@
+"""The learned splitter: cutting merged components at predicted centres, its wiring into
+extract, and the training command on tiny synthetic sprites."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kirinuki.cli import app
+from kirinuki.extract import Models, extract_page, params_hash
+from kirinuki.segment import load_segmenter
+from kirinuki.split import Splitter, centre_peaks, grid_input, load_splitter, split_instances
+from kirinuki.train_split import composite, targets, training_set
+
+G = 32  # grid of the hand-made heatmaps
+
+
+def dumbbell(h: int = 64, w: int = 128) -> np.ndarray:
+    """HxW uint8 labels: one component, two discs joined by a bar (two touching characters)."""
+    lab = np.zeros((h, w), np.uint8)
+    cv2.circle(lab, (32, 32), 24, 1, -1)
+    cv2.circle(lab, (96, 32), 20, 1, -1)
+    cv2.rectangle(lab, (32, 28), (96, 36), 1, -1)
+    return lab
+
+
+def centre_field(centres, shape=(64, 128)):
+    """A perfect prediction for `centres` (page px): Gaussian peaks and offsets to the nearest."""
+    scale = G / max(shape)
+    yy, xx = np.mgrid[0:G, 0:G].astype(np.float32)
+    c = np.asarray(centres, np.float32) * scale
+    d = (yy[None] - c[:, 0, None, None]) ** 2 + (xx[None] - c[:, 1, None, None]) ** 2
+    heat = np.exp(-d / 8).max(axis=0)
+    nearest = d.argmin(axis=0)
+    return heat.astype(np.float32), np.stack([c[nearest, 0] - yy, c[nearest, 1] - xx]).astype(np.float32)
+
+
+def test_grid_input_is_top_left_aligned():
+    out = grid_input(np.full((50, 100, 3), 200, np.uint8), 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert (out[:32] == 200).all() and (out[32:] == 0).all()
+
+
+def test_centre_peaks():
+    heat, _ = centre_field([(32, 32), (32, 96)])
+    peaks = centre_peaks(heat, 0.5)
+    assert peaks.tolist() == [[8, 8], [8, 24]]
+    assert len(centre_peaks(heat * 0.4, 0.5)) == 0
+
+
+def test_split_instances_cuts_a_merged_component_between_centres():
+    lab = dumbbell()
+    heat, off = centre_field([(32, 32), (32, 96)])
+    out = split_instances(lab, heat, off, peak=0.5, share=0.2, separation=0.35)
+    assert out.max() == 2 and ((out > 0) == (lab > 0)).all()  # no pixel gained or lost
+    assert (out == 1).sum() > (out == 2).sum()  # labels by falling area: the bigger disc is 1
+    assert out[32, 20] == 1 and out[32, 105] == 2
+    # centres 64 px apart, region sqrt(area) ~60 px: closer than 1.5x that, they are one figure's
+    assert (split_instances(lab, heat, off, peak=0.5, share=0.2, separation=1.5) == lab).all()
+
+
+def test_split_instances_leaves_single_characters_alone():
+    lab = dumbbell()
+    heat, off = centre_field([(32, 32)])  # one centre
+    assert (split_instances(lab, heat, off, 0.5, 0.2, 0.35) == lab).all()
+    heat, _ = centre_field([(32, 32), (32, 96)])  # a second peak that no pixel votes for
+    assert (split_instances(lab, heat, off, 0.5, 0.2, 0.35) == lab).all()
+    two = dumbbell()
+    two[:, 60:68] = 0  # already apart, each character holding one centre
+    two[:, 68:] *= 2
+    heat, off = centre_field([(32, 32), (32, 96)])
+    assert (split_instances(two, heat, off, 0.5, 0.2, 0.35) == two).all()
+
+
+class FixedSplitter:
+    """A splitter that always predicts the same centres."""
+    info = {"splitter": "fixed", "splitter_sha256": "1" * 64}
+
+    def __init__(self, centres, shape):
+        self.out = centre_field(centres, shape)
+
+    def __call__(self, rgb):
+        return self.out
+
+
+def test_extract_page_uses_the_splitter(extract_params):
+    rgb = np.full((64, 128, 3), 255, np.uint8)
+    rgb[dumbbell() > 0] = (30, 40, 60)
+    seg = load_segmenter(extract_params)
+    labels, chars, _ = extract_page(rgb, Models(seg), extract_params)
+    assert labels.max() == 1
+    models = Models(seg, split=FixedSplitter([(32, 32), (32, 96)], (64, 128)))
+    labels, chars, _ = extract_page(rgb, models, extract_params)
+    assert labels.max() == 2 and len(chars) == 2
+    assert models.info["splitter_sha256"] == "1" * 64
+    assert params_hash(extract_params, models) != params_hash(extract_params, Models(seg))
+
+
+def test_load_splitter(tmp_path, extract_params):
+    assert load_splitter(extract_params) is None  # extract.splitter: null
+    with pytest.raises(FileNotFoundError, match="extract.splitter .*none.onnx: not found"):
+        load_splitter(extract_params.model_copy(update={"splitter": tmp_path / "none.onnx"}))
+
+
+def _sprites_and_backgrounds(root):
+    """Three RGBA figures of different colours and one background picture, as files."""
+    (root / "sprites").mkdir()
+    (root / "bg").mkdir()
+    for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
+        a = np.zeros((120, 60, 4), np.uint8)
+        cv2.ellipse(a, (30, 20), (14, 16), 0, 0, 360, (*colour, 255), -1)  # head
+        cv2.rectangle(a, (12, 36), (48, 118), (*colour[::-1], 255), -1)  # body
+        cv2.imwrite(str(root / "sprites" / f"s{i}.png"), a)
+    (root / "sprites" / "broken.png").write_bytes(b"not a png")
+    bg = np.random.default_rng(0).integers(0, 255, (90, 160, 3), np.uint8)
+    cv2.imwrite(str(root / "bg" / "bg.jpg"), bg)
+
+
+def test_composites_are_exact_and_seeded(tmp_path):
+    from kirinuki.train_split import load_backgrounds, load_sprites
+    _sprites_and_backgrounds(tmp_path)
+    logs = []
+    sprites, bgs = load_sprites([tmp_path / "sprites"], logs.append), load_backgrounds([tmp_path / "bg"], logs.append)
+    assert len(sprites) == 3 and len(bgs) == 1
+    assert len(logs) == 1 and logs[0].startswith(f"{tmp_path / 'sprites' / 'broken.png'}: skipped")
+    page, labels = composite(sprites, bgs, np.random.default_rng(3), side=160)
+    assert page.shape[:2] == labels.shape and page.dtype == labels.dtype == np.uint8
+    assert set(np.unique(labels)) == set(range(labels.max() + 1))  # 0..n, no gaps
+    a, b = training_set(sprites, bgs, 4, seed=1, manga_share=0.5), training_set(sprites, bgs, 4, seed=1, manga_share=0.5)
+    assert all((x == y).all() for x, y in zip(a, b))
+    heat, off, fg = targets(np.pad(np.ones((64, 64), np.uint8), ((0, 192), (0, 192))))
+    assert heat.shape == fg.shape == (128, 128) and off.shape == (2, 128, 128)
+    assert heat.max() > 0.9 and fg.sum() == 32 * 32  # a 32x32 character, centre of mass (15.5, 15.5)
+    assert off[:, 0, 0] == pytest.approx([15.5 / 128, 15.5 / 128]) and (off[:, fg == 0] == 0).all()
+
+
+def test_train_splitter_command_writes_a_working_model(tmp_path):
+    pytest.importorskip("torch")
+    _sprites_and_backgrounds(tmp_path)
+    out = tmp_path / "splitter.onnx"
+    r = CliRunner().invoke(app, ["train-splitter", "--sprites", str(tmp_path / "sprites"), "--backgrounds",
+                                 str(tmp_path / "bg"), "-o", str(out), "--steps", "2", "--samples", "4",
+                                 "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["sprites"] == 3 and card["steps"] == 2 and len(card["sha256"]) == 64
+    splitter = Splitter(out, threads=1)
+    rgb = np.random.default_rng(0).integers(0, 255, (100, 70, 3), np.uint8)
+    heat, off = splitter(rgb)
+    assert heat.shape == (128, 128) and off.shape == (2, 128, 128) and heat.dtype == off.dtype == np.float32
+    assert ((heat >= 0) & (heat <= 1)).all()
+    heat2, off2 = splitter(rgb)
+    assert (heat == heat2).all() and (off == off2).all()
+
+
+def test_train_splitter_without_sprites_is_a_clear_error(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["train-splitter", "--sprites", str(tmp_path / "empty"),
+                                 "--backgrounds", str(tmp_path / "empty"), "-o", str(tmp_path / "s.onnx")])
+    assert r.exit_code == 1
+    assert "0 sprites and 0 backgrounds found" in r.output
