@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kirinuki.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_model
-from kirinuki.features import completeness, features, head_count, text_share
+from kirinuki.features import completeness, features, head_count, neighbour_edge, text_share
 from kirinuki.imageio import read_jsonl, write_jsonl, write_png
 from kirinuki.instances import bbox, crop_box, cutout
 from kirinuki.score import composite, flags, grade, run_score
@@ -172,16 +172,18 @@ def test_clean_figure_raises_no_flag_and_reads_high_quality():
     ({"cut_right": 0.84}, None),  # upright figures have straight sides: stricter
     ({"cut_right": 0.85}, "truncated_right"),
     ({"resolution": 0.49}, "too_small"),
+    ({"neighbour_edge": 0.09}, None),
+    ({"neighbour_edge": 0.1}, "touches_character"),
 ])
 def test_flag_thresholds(base, flag):
     f = {"opaque_share": 0.5, "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 1,
-         "resolution": 1.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
+         "resolution": 1.0, "neighbour_edge": 0.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
     assert flags({**f, **base}, P) == ([flag] if flag else [])
 
 
 def test_a_flag_caps_the_grade_at_d_and_keeps_the_order():
     f = {"opaque_share": 0.5, "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 2,
-         "resolution": 1.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
+         "resolution": 1.0, "neighbour_edge": 0.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
     high, low = grade(f, 1.0, P), grade(f, 0.8, P)
     assert high["grade"] == "D" and high["score"] < P.grades["C"] and not high["lora_ok"]
     assert low["score"] < high["score"]
@@ -202,6 +204,15 @@ def test_straight_cut_inside_the_page_and_page_edge():
     assert completeness(faded)["edge_bottom"] == 0
     assert completeness(faded, band=0.03)["edge_bottom"] > 0.5
     assert completeness(cut_mask[:300], band=0.03)["edge_bottom"] == 0  # well inside the page
+
+
+def test_neighbour_edge_where_two_characters_meet():
+    labels = np.zeros((200, 300), np.uint8)
+    labels[50:190, 40:140] = 1
+    labels[40:190, 140:260] = 2  # meets character 1 along its right side
+    labels[20:60, 270:290] = 3  # apart from both
+    edge = {k: neighbour_edge(labels == k, labels) for k in (1, 2, 3)}
+    assert 0.2 < edge[1] < 0.3 and 0.15 < edge[2] < 0.3 and edge[3] == 0
 
 
 def test_two_heads_on_the_upper_outline():

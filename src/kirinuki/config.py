@@ -153,6 +153,7 @@ class ScoreParams(Section):
     head_prominence: float = Field(0.25, gt=0, le=1)  # a head rises this far (share of height) above its valleys
     head_level: float = Field(0.65, ge=0, le=1)  # ... and reaches this share of the figure's height
     min_edge_run: float = Field(0.08, ge=0, le=1)  # mask run along a page edge that counts as a cut
+    min_neighbour_edge: float = Field(0.1, ge=0, le=1)  # outline share along another character: touches_character
     edge_band: float = Field(0.02, ge=0, le=0.5)  # 'along the edge' = within this share of the page's size
     min_cut_horizontal: float = Field(0.45, gt=0, le=1)  # top/bottom outline this straight inside the page: cut
     min_cut_vertical: float = Field(0.85, gt=0, le=1)  # left/right (upright figures have straight sides)

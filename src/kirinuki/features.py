@@ -13,6 +13,8 @@ not pixel count, and this keeps a cut-out well under the 50 ms budget.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 from scipy.signal import find_peaks
@@ -178,6 +180,23 @@ def completeness(page_mask: np.ndarray, band: float = 0.0) -> dict:
     return {k: _r4(v) for k, v in f.items()}
 
 
+def neighbour_edge(page_mask: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the character's outline within 2 px of another character of the page
+    (`labels`: the page's label map, 0 = background)."""
+    # where two characters meet, the one behind is hidden, or the split between them cut
+    # one of them: a body cut where the picture goes on, though no page edge is near
+    ys, xs = np.nonzero(page_mask)
+    if len(xs) == 0:
+        return 0.0
+    y0, x0 = max(0, ys.min() - 3), max(0, xs.min() - 3)
+    y1, x1 = ys.max() + 4, xs.max() + 4
+    m = page_mask[y0:y1, x0:x1].astype(np.uint8)
+    outline = m & (1 - cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE))
+    others = (labels[y0:y1, x0:x1] > 0) & (m == 0)
+    near = cv2.dilate(others.astype(np.uint8), np.ones((5, 5), np.uint8))
+    return _r4((outline & near).sum() / max(1, outline.sum()))
+
+
 # --- resolution -------------------------------------------------------------------------------
 
 def resolution(alpha: np.ndarray, params: ScoreParams) -> dict:
@@ -227,11 +246,13 @@ def text_share(rgba_small: np.ndarray, glyph_px: tuple[float, float]) -> float:
 
 # --- all together --------------------------------------------------------------------------------
 
-def features(rgba: np.ndarray, page_mask: np.ndarray, confidence: float, params: ScoreParams) -> dict:
+def features(rgba: np.ndarray, page_mask: np.ndarray, confidence: float, params: ScoreParams,
+             labels: Optional[np.ndarray] = None) -> dict:
     """Every feature of one cut-out (flat dict of numbers, stable names).
 
     rgba: hxwx4 cut-out; page_mask: HxW bool, this character on its page; confidence:
-    mean soft-mask probability inside the character (records.jsonl).
+    mean soft-mask probability inside the character (records.jsonl); labels: HxW, the page's
+    label map (None: no other character).
     """
     alpha = rgba[..., 3] > 127
     s = shape_scale(alpha.shape)
@@ -242,4 +263,5 @@ def features(rgba: np.ndarray, page_mask: np.ndarray, confidence: float, params:
          **outline(alpha_small)}
     page_short = min(page_mask.shape)
     f["text_share"] = _r4(text_share(rgba_small, (0.008 * page_short * s, 0.06 * page_short * s)))
+    f["neighbour_edge"] = 0.0 if labels is None else neighbour_edge(page_mask, labels)
     return f

@@ -25,6 +25,8 @@ MESSAGES = {  # reason -> (English, Japanese)
     "empty": ("almost nothing opaque in the cut-out", "切り抜きがほぼ空"),
     "black": ("visible pixels are dark and flat (black screen)", "黒画面（暗く平坦）"),
     "multi_character": ("more than one character in the crop", "複数のキャラクターが入っている"),
+    "touches_character": ("outline runs along another character: hidden or cut where they meet",
+                          "他のキャラクターと接していて、体が隠れているか切れている"),
     "too_small": ("too small for the training resolution", "学習解像度に対して小さすぎる"),
     **{f"truncated_{s}": (f"body cut off at the {s} (page edge or a straight frame line)",
                           f"{_SIDE_JA[s]}側で体が切れている（ページ端・コマ枠）") for s in SIDES},
@@ -52,6 +54,8 @@ def flags(f: dict, params: ScoreParams) -> list[str]:
         straight = params.min_cut_horizontal if side in ("top", "bottom") else params.min_cut_vertical
         if f[f"edge_{side}"] >= params.min_edge_run or f[f"cut_{side}"] >= straight:
             out.append(f"truncated_{side}")
+    if f.get("neighbour_edge", 0.0) >= params.min_neighbour_edge:  # absent: features without the page's labels
+        out.append("touches_character")
     if f["resolution"] < params.small_ratio:
         out.append("too_small")
     return out
@@ -104,7 +108,8 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
             log(str(e))
             continue
         start = time.perf_counter()
-        f = features(rgba, labels[rec["image"]] == rec["k"], rec["confidence"], params)
+        page = labels[rec["image"]]
+        f = features(rgba, page == rec["k"], rec["confidence"], params, labels=page)
         seconds.append(time.perf_counter() - start)
         rows.append({"image": rec["image"], "k": rec["k"], "features": f})
     return rows, seconds
