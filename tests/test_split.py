@@ -42,6 +42,8 @@ def test_grid_input_is_top_left_aligned():
     out = grid_input(np.full((50, 100, 3), 200, np.uint8), 64)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert (out[:32] == 200).all() and (out[32:] == 0).all()
+    labels = grid_input(np.full((50, 100), 3, np.uint8), 64, cv2.INTER_NEAREST)  # training targets' frame
+    assert labels.shape == (64, 64) and (labels[:32] == 3).all() and (labels[32:] == 0).all()
 
 
 def test_centre_peaks():

@@ -22,18 +22,20 @@ from .instances import label_dtype
 from .models import sha256_file
 
 
-def grid_input(rgb: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 page -> SxSx3 uint8, scaled so its longer side is S, top-left aligned.
+def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:
+    """HxW[xC] page (or its label map, with INTER_NEAREST) -> SxS[xC], scaled so its longer
+    side is S, top-left aligned, zeros elsewhere.
 
     Top-left alignment makes page pixel (y, x) grid cell (y, x) * G / max(H, W) for any
     output grid G, with no offset to carry around.
     """
-    h, w = rgb.shape[:2]
+    h, w = image.shape[:2]
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    out = np.zeros((size, size, 3), np.uint8)
-    out[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.zeros((size, size, *image.shape[2:]), image.dtype)
+    out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interpolation)
     return out
 
 

@@ -151,12 +151,7 @@ def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float):
     for i in range(n):
         page, labels = composite(sprites, backgrounds, rng, manga_share=manga_share)
         x[i] = grid_input(page, INPUT).transpose(2, 0, 1)
-        # labels into grid_input's frame: same scale, top-left aligned
-        lab = np.zeros((INPUT, INPUT), np.uint8)
-        sc = INPUT / max(labels.shape)
-        nh, nw = max(1, round(labels.shape[0] * sc)), max(1, round(labels.shape[1] * sc))
-        lab[:nh, :nw] = cv2.resize(labels, (nw, nh), interpolation=cv2.INTER_NEAREST)
-        heat[i, 0], off[i], fg[i, 0] = targets(lab)
+        heat[i, 0], off[i], fg[i, 0] = targets(grid_input(labels, INPUT, cv2.INTER_NEAREST))
     return x, heat, off, fg
 
 
