@@ -23,6 +23,7 @@ def sample(i: int, rng) -> dict:
     conf = rng.uniform(0.5, 1.0)
     f = {"confidence": round(conf, 4), "area_share": round(rng.uniform(0.01, 0.3), 4), "opaque_share": 0.5,
          "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 1, "resolution": 1.0,
+         "neighbour_edge": 0.0,
          **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")}}
     return {"image": f"p{i // 2}", "k": i % 2 + 1, "features": f,
             "iou": round(float(np.clip((conf - 0.5) * 2 + rng.normal(0, 0.05), 0, 1)), 4)}

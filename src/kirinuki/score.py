@@ -54,7 +54,7 @@ def flags(f: dict, params: ScoreParams) -> list[str]:
         straight = params.min_cut_horizontal if side in ("top", "bottom") else params.min_cut_vertical
         if f[f"edge_{side}"] >= params.min_edge_run or f[f"cut_{side}"] >= straight:
             out.append(f"truncated_{side}")
-    if f.get("neighbour_edge", 0.0) >= params.min_neighbour_edge:  # absent: features without the page's labels
+    if f["neighbour_edge"] >= params.min_neighbour_edge:
         out.append("touches_character")
     if f["resolution"] < params.small_ratio:
         out.append("too_small")
