@@ -96,7 +96,7 @@ def test_cli_calibrate_then_score_with_the_new_weights(tmp_path, tiny_model):
     weights = tmp_path / "w.yaml"
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({
-        "extract": {"model": str(tiny_model), "input_size": TINY_SIZE},
+        "extract": {"model": str(tiny_model), "input_size": TINY_SIZE, "splitter": None},
         "score": {"weights_file": str(weights), "train_resolution": 32},
         "calibrate": {"min_samples": 20, "min_per_class": 2, "folds": 3, "rounds": 30}}))
     runner = CliRunner()

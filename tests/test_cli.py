@@ -20,7 +20,7 @@ def invoke(*args):
 
 def test_stages_on_any_folder(tmp_path, tiny_model):
     params = tmp_path / "my.yaml"
-    params.write_text(yaml.safe_dump({"extract": {"model": str(tiny_model), "input_size": TINY_SIZE}}))
+    params.write_text(yaml.safe_dump({"extract": {"model": str(tiny_model), "input_size": TINY_SIZE, "splitter": None}}))
     pages = tmp_path / "pages"
     pages.mkdir()
     rgb = two_figures()

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from kirinuki.cli import app
 from kirinuki.extract import Models, extract_page, params_hash
 from kirinuki.segment import load_segmenter
-from kirinuki.split import Splitter, centre_peaks, grid_input, load_splitter, split_instances
+from kirinuki.split import Splitter, centre_peaks, drop_centreless, grid_input, load_splitter, split_instances
 from kirinuki.train_split import composite, targets, training_set
 
 G = 32  # grid of the hand-made heatmaps
@@ -77,6 +77,18 @@ def test_split_instances_leaves_single_characters_alone():
     assert (split_instances(two, heat, off, 0.5, 0.2, 0.35) == two).all()
 
 
+def test_drop_centreless_drops_regions_without_a_centre():
+    lab = np.zeros((64, 128), np.uint8)
+    lab[8:56, 4:60] = 1  # the larger region: scenery, no centre on it
+    lab[10:50, 80:120] = 2  # a character with its centre at (30, 100)
+    lab[0:4, 124:128] = 3  # a speck in the far corner, no centre
+    heat, _ = centre_field([(30, 100)])
+    out = drop_centreless(lab, heat, 0.04)
+    assert out.max() == 1 and (out[10:50, 80:120] == 1).all() and (out[lab != 2] == 0).all()
+    assert (drop_centreless(lab, heat, 0.0) == lab).all()  # 0 = off
+    assert (drop_centreless(np.zeros_like(lab), heat, 0.04) == 0).all()
+
+
 class FixedSplitter:
     """A splitter that always predicts the same centres."""
     info = {"splitter": "fixed", "splitter_sha256": "1" * 64}
@@ -99,6 +111,9 @@ def test_extract_page_uses_the_splitter(extract_params):
     assert labels.max() == 2 and len(chars) == 2
     assert models.info["splitter_sha256"] == "1" * 64
     assert params_hash(extract_params, models) != params_hash(extract_params, Models(seg))
+    models = Models(seg, split=FixedSplitter([(200, 200)], (64, 128)))  # no centre on the figure
+    labels, chars, _ = extract_page(rgb, models, extract_params)
+    assert labels.max() == 0 and chars == []
 
 
 def test_load_splitter(tmp_path, extract_params):

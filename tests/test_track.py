@@ -25,7 +25,7 @@ runner = CliRunner()
 
 
 def params_file(tmp_path, tiny_model, **sections):
-    doc = {"extract": {"model": str(tiny_model), "input_size": TINY_SIZE, "margin": 0.05}, **sections}
+    doc = {"extract": {"model": str(tiny_model), "input_size": TINY_SIZE, "margin": 0.05, "splitter": None}, **sections}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True))
     return path

@@ -30,7 +30,7 @@ from .imageio import BadImage, find_images, read_image, write_json, write_jsonl,
 from .instances import bbox, crop_box, cutout, instances_from_mask, instances_from_masks
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
-from .split import Splitter, load_splitter, split_instances
+from .split import Splitter, drop_centreless, load_splitter, split_instances
 
 
 @dataclass
@@ -102,6 +102,7 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
             (heat, offsets), seconds = _timed(models.split, rgb)
             labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
                                      params.split_separation)
+            labels = drop_centreless(labels, heat, params.min_centre)
             forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det), forward = _timed(models.detect, rgb)
