@@ -97,8 +97,7 @@ def split_instances(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray
     parts = []
     for k in range(1, int(labels.max()) + 1):
         ys, xs = np.nonzero(labels == k)
-        gy = np.minimum((ys * scale).astype(np.intp), g - 1)
-        gx = np.minimum((xs * scale).astype(np.intp), g - 1)
+        gy, gx = _cells(ys, xs, scale, g)
         vy, vx = ys * scale + offsets[0, gy, gx], xs * scale + offsets[1, gy, gx]
         dist = (vy[:, None] - peaks[None, :, 0]) ** 2 + (vx[:, None] - peaks[None, :, 1]) ** 2
         votes = np.bincount(dist.argmin(1), minlength=len(peaks))
@@ -123,20 +122,23 @@ def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) 
     realbench the regions ISNet finds on empty pages and in scenery peak at 0.009-0.015,
     real characters at 0.09 or more (also on backgrounds the splitter never saw).
     """
-    fg = labels > 0
     n = int(labels.max())
     if n == 0 or min_centre <= 0:
         return labels
-    ys, xs = np.nonzero(fg)
+    ys, xs = np.nonzero(labels)
     g = heatmap.shape[0]
     scale = g / max(labels.shape)
     peak = np.zeros(n + 1, np.float32)
-    np.maximum.at(peak, labels[ys, xs], heatmap[np.minimum((ys * scale).astype(np.intp), g - 1),
-                                                np.minimum((xs * scale).astype(np.intp), g - 1)])
+    np.maximum.at(peak, labels[ys, xs], heatmap[_cells(ys, xs, scale, g)])
     kept = np.flatnonzero(peak[1:] >= min_centre) + 1
     lut = np.zeros(n + 1, np.intp)
     lut[kept] = np.arange(1, len(kept) + 1)
     return lut[labels].astype(label_dtype(len(kept)))
+
+
+def _cells(ys: np.ndarray, xs: np.ndarray, scale: float, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Page pixel coordinates -> the GxG grid cells they fall in (`scale` = G / longer side)."""
+    return np.minimum((ys * scale).astype(np.intp), g - 1), np.minimum((xs * scale).astype(np.intp), g - 1)
 
 
 def _closest_pair(points: np.ndarray) -> float:
