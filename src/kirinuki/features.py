@@ -20,6 +20,7 @@ import numpy as np
 from scipy.signal import find_peaks
 
 from .config import ScoreParams
+from .instances import bbox
 
 SIDES = ("left", "top", "right", "bottom")
 SHAPE_SIDE = 256
@@ -185,11 +186,10 @@ def neighbour_edge(page_mask: np.ndarray, labels: np.ndarray) -> float:
     (`labels`: the page's label map, 0 = background)."""
     # where two characters meet, the one behind is hidden, or the split between them cut
     # one of them: a body cut where the picture goes on, though no page edge is near
-    ys, xs = np.nonzero(page_mask)
-    if len(xs) == 0:
+    if not page_mask.any():
         return 0.0
-    y0, x0 = max(0, ys.min() - 3), max(0, xs.min() - 3)
-    y1, x1 = ys.max() + 4, xs.max() + 4
+    x0, y0, x1, y1 = bbox(page_mask)
+    x0, y0, x1, y1 = max(0, x0 - 3), max(0, y0 - 3), x1 + 3, y1 + 3
     m = page_mask[y0:y1, x0:x1].astype(np.uint8)
     outline = m & (1 - cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE))
     others = (labels[y0:y1, x0:x1] > 0) & (m == 0)
