@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from kirinuki.cli import app
 from kirinuki.extract import Models, extract_page, params_hash
 from kirinuki.segment import load_segmenter
-from kirinuki.split import Splitter, centre_peaks, drop_centreless, grid_input, load_splitter, split_instances
+from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_input, load_splitter, recover_missed,
+                            split_instances)
 from kirinuki.train_split import composite, targets, training_set
 
 G = 32  # grid of the hand-made heatmaps
@@ -89,12 +90,37 @@ def test_drop_centreless_drops_regions_without_a_centre():
     assert (drop_centreless(np.zeros_like(lab), heat, 0.04) == 0).all()
 
 
+def test_recover_missed_adds_the_characters_the_segmenter_missed():
+    lab = np.zeros((64, 128), np.uint8)
+    lab[8:56, 8:40] = 1  # found by the segmenter, centre (32, 24)
+    heat, off = centre_field([(32, 24), (32, 96)])  # a second centre on no region
+    fg = np.zeros((G, G), np.float32)
+    fg[3:13, 20:29] = 1  # the splitter's foreground around it: page px 12..52 x 80..116
+    out = recover_missed(lab, heat, off, fg, peak=0.5, vote_peak=0.4, min_area=0.01)
+    assert out.max() == 2 and (out[lab == 1] == 1).all()
+    box = out[12:52, 80:116] == 2  # scaled up smoothly: only the 4 corner pixels are rounded off
+    assert box.sum() == (out == 2).sum() == 40 * 36 - 4
+    assert (recover_missed(lab, heat, off, fg, 0.0, 0.4, 0.01) == lab).all()  # 0 = off
+    assert (recover_missed(lab, heat * 0.45, off, fg, 0.5, 0.4, 0.01) == lab).all()  # peak too weak
+    assert (recover_missed(lab, heat, off, fg, 0.5, 0.4, 0.2) == lab).all()  # smaller than min_area
+    wide = lab.copy()
+    wide[8:56, 40:80] = 1  # the found figure reaches its foreground: that figure's missed part, left out
+    assert (recover_missed(wide, heat, off, fg, 0.5, 0.4, 0.01) == wide).all()
+    big = np.zeros_like(lab)
+    big[10:50, 60:124] = 1  # labels stay by falling area: the recovered character is now 1
+    fg[:] = 0
+    fg[1:15, 1:14] = 1
+    heat, off = centre_field([(32, 24), (32, 96)])
+    out = recover_missed(big, heat, off, fg, 0.5, 0.4, 0.01)
+    assert out.max() == 2 and (out[big == 1] == 2).all() and out[32, 24] == 1
+
+
 class FixedSplitter:
-    """A splitter that always predicts the same centres."""
+    """A splitter that always predicts the same centres, and foreground nowhere."""
     info = {"splitter": "fixed", "splitter_sha256": "1" * 64}
 
     def __init__(self, centres, shape):
-        self.out = centre_field(centres, shape)
+        self.out = (*centre_field(centres, shape), np.zeros((G, G), np.float32))
 
     def __call__(self, rgb):
         return self.out
@@ -116,10 +142,12 @@ def test_extract_page_uses_the_splitter(extract_params):
     assert labels.max() == 0 and chars == []
 
 
-def test_load_splitter(tmp_path, extract_params):
+def test_load_splitter(tmp_path, extract_params, tiny_model):
     assert load_splitter(extract_params) is None  # extract.splitter: null
     with pytest.raises(FileNotFoundError, match="extract.splitter .*none.onnx: not found"):
         load_splitter(extract_params.model_copy(update={"splitter": tmp_path / "none.onnx"}))
+    with pytest.raises(ValueError, match="extract.splitter .*: no output centres, foreground, offsets"):
+        load_splitter(extract_params.model_copy(update={"splitter": tiny_model}))  # not a splitter
 
 
 def _sprites_and_backgrounds(root):
@@ -166,11 +194,11 @@ def test_train_splitter_command_writes_a_working_model(tmp_path):
     assert card["sprites"] == 3 and card["steps"] == 2 and len(card["sha256"]) == 64
     splitter = Splitter(out, threads=1)
     rgb = np.random.default_rng(0).integers(0, 255, (100, 70, 3), np.uint8)
-    heat, off = splitter(rgb)
-    assert heat.shape == (128, 128) and off.shape == (2, 128, 128) and heat.dtype == off.dtype == np.float32
-    assert ((heat >= 0) & (heat <= 1)).all()
-    heat2, off2 = splitter(rgb)
-    assert (heat == heat2).all() and (off == off2).all()
+    heat, off, fg = splitter(rgb)
+    assert heat.shape == fg.shape == (128, 128) and off.shape == (2, 128, 128)
+    assert heat.dtype == off.dtype == fg.dtype == np.float32
+    assert ((heat >= 0) & (heat <= 1)).all() and ((fg >= 0) & (fg <= 1)).all()
+    assert all((a == b).all() for a, b in zip((heat, off, fg), splitter(rgb)))
 
 
 def test_train_splitter_without_sprites_is_a_clear_error(tmp_path):

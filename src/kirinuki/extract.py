@@ -7,8 +7,9 @@ records of every page of the run.
 
 Per page: boxes from the detector (if `extract.detector` is set), then the segmenter
 (ISNet: one soft mask of the page; SAM: one mask per box), then instances (without a
-detector: connected components, cut apart by the learned splitter), then the optional
-refinement (`extract.refine`).
+detector: connected components, cut apart by the learned splitter, which also drops
+regions that hold no character and adds the characters the segmenter missed), then the
+optional refinement (`extract.refine`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .imageio import BadImage, find_images, read_image, write_json, write_jsonl,
 from .instances import bbox, crop_box, cutout, instances_from_mask, instances_from_masks
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
-from .split import Splitter, drop_centreless, load_splitter, split_instances
+from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_instances
 
 
 @dataclass
@@ -98,11 +99,13 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
         prob, forward = _timed(models.segment, rgb)
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
-        if models.split is not None and labels.any():
-            (heat, offsets), seconds = _timed(models.split, rgb)
+        if models.split is not None:
+            (heat, offsets, fg), seconds = _timed(models.split, rgb)
             labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
                                      params.split_separation)
             labels = drop_centreless(labels, heat, params.min_centre)
+            labels = recover_missed(labels, heat, offsets, fg, params.recover_peak, params.split_peak,
+                                    params.min_area)
             forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det), forward = _timed(models.detect, rgb)

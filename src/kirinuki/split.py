@@ -6,9 +6,11 @@ page at 256 px and predicts, on a coarse grid, a heatmap of character centres an
 for every pixel, the offset to the centre of the character it belongs to
 (Panoptic-DeepLab's centre and offset heads). A component whose pixels vote for two
 or more centres, each with at least `split_share` of its votes, is cut between them;
-everything else is left as it was, so the cue can only split, never invent.
+everything else is left as it was.
 A region whose pixels hold no centre at all (heatmap below `min_centre` throughout) is
-background the segmenter mistook for a figure, and is dropped.
+background the segmenter mistook for a figure, and is dropped. A strong centre on no
+region is a character the segmenter missed: the splitter's own foreground that votes for
+it becomes its region (`recover_missed`).
 """
 from __future__ import annotations
 
@@ -43,7 +45,10 @@ def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None
 
 class Splitter:
     """The splitter as ONNX: input [1,3,S,S] float (RGB/255 - 0.5), outputs `centres`
-    [1,1,G,G] in 0..1 and `offsets` [1,2,G,G] (dy, dx to the centre, in units of G)."""
+    [1,1,G,G] in 0..1, `offsets` [1,2,G,G] (dy, dx to the centre, in units of G) and
+    `foreground` [1,1,G,G] in 0..1."""
+
+    outputs = ["centres", "offsets", "foreground"]
 
     name = "splitter"
 
@@ -52,14 +57,19 @@ class Splitter:
         opts.intra_op_num_threads = threads
         opts.use_deterministic_compute = True
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        missing = set(self.outputs) - {o.name for o in self.session.get_outputs()}
+        if missing:
+            raise ValueError(f"extract.splitter {model}: no output {', '.join(sorted(missing))} "
+                             "(trained by an older kirinuki? retrain it with `kirinuki train-splitter`)")
         self.size = self.session.get_inputs()[0].shape[-1]
         self.info = {"splitter": Path(model).name, "splitter_sha256": sha256_file(model)}
 
-    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """HxWx3 uint8 page -> (GxG float32 centre heatmap, 2xGxG float32 offsets in grid cells)."""
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """HxWx3 uint8 page -> (GxG float32 centre heatmap, 2xGxG float32 offsets in grid
+        cells, GxG float32 foreground probability)."""
         x = grid_input(rgb, self.size).astype(np.float32).transpose(2, 0, 1)[None] / 255.0 - 0.5
-        centres, offsets = self.session.run(["centres", "offsets"], {"input": x})
-        return centres[0, 0], offsets[0] * centres.shape[-1]
+        centres, offsets, foreground = self.session.run(self.outputs, {"input": x})
+        return centres[0, 0], offsets[0] * centres.shape[-1], foreground[0, 0]
 
 
 def load_splitter(params: ExtractParams) -> Optional[Splitter]:
@@ -107,11 +117,7 @@ def split_instances(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray
             continue
         owner = kept[dist[:, kept].argmin(1)]
         parts.extend((ys[owner == j], xs[owner == j]) for j in kept)
-    parts.sort(key=lambda p: (-len(p[0]), int(p[0].min()), int(p[1].min())))
-    out = np.zeros(labels.shape, label_dtype(len(parts)))
-    for k, (ys, xs) in enumerate(parts, start=1):
-        out[ys, xs] = k
-    return out
+    return _label_parts(parts, labels.shape)
 
 
 def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) -> np.ndarray:
@@ -134,6 +140,58 @@ def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) 
     lut = np.zeros(n + 1, np.intp)
     lut[kept] = np.arange(1, len(kept) + 1)
     return lut[labels].astype(label_dtype(len(kept)))
+
+
+def recover_missed(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray, foreground: np.ndarray,
+                   peak: float, vote_peak: float, min_area: float) -> np.ndarray:
+    """HxW label map (1..n by falling area), the splitter's GxG outputs -> the same with
+    the characters the segmenter missed added, labels again 1..m by falling area.
+
+    A heatmap peak >= `peak` that lies on no region is a character the segmenter did not
+    see (on realbench mostly manga figures on screentoned scenery). Its region is the
+    splitter's foreground (>= 0.5) whose offsets vote for it among all peaks >= `vote_peak`,
+    scaled up from the grid. A region that touches one of the segmenter's is the rest of
+    that figure (legs, a wing), not a character, and is left out, as are regions smaller
+    than `min_area` (share of the page).
+    """
+    if peak <= 0:
+        return labels
+    h, w = labels.shape
+    g = heatmap.shape[0]
+    taken = grid_input((labels > 0).astype(np.uint8), g, cv2.INTER_NEAREST) > 0
+    peaks = centre_peaks(heatmap, min(peak, vote_peak))  # every centre draws votes
+    cells = peaks.astype(np.intp)
+    missed = [j for j, (y, x) in enumerate(cells) if heatmap[y, x] >= peak and not taken[y, x]]
+    if not missed:
+        return labels
+    yy, xx = np.mgrid[0:g, 0:g].astype(np.float32)
+    owner = (((yy + offsets[0])[..., None] - peaks[:, 0]) ** 2
+             + ((xx + offsets[1])[..., None] - peaks[:, 1]) ** 2).argmin(-1)
+    free = (foreground >= 0.5) & ~taken
+    claimed = labels > 0
+    parts = [np.nonzero(labels == k) for k in range(1, int(labels.max()) + 1)]
+    for j in missed:
+        _, comp = cv2.connectedComponents(((owner == j) & free).astype(np.uint8))
+        region = (comp == comp[cells[j, 0], cells[j, 1]]) & (comp > 0)
+        ring = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > region
+        if not region.any() or (ring & taken).any():
+            continue
+        side = max(h, w)  # grid cell (y, x) is page pixels (y, x) * side / G: top-left aligned
+        mask = cv2.resize(region.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)[:h, :w] >= 0.5
+        mask &= ~claimed  # two missed characters' regions may meet once scaled up
+        if mask.sum() >= min_area * h * w:
+            parts.append(np.nonzero(mask))
+            claimed |= mask
+    return _label_parts(parts, labels.shape)
+
+
+def _label_parts(parts: list[tuple[np.ndarray, np.ndarray]], shape) -> np.ndarray:
+    """Disjoint regions as (ys, xs) -> HxW label map, 1..n by falling area (ties: top, left)."""
+    parts = sorted(parts, key=lambda p: (-len(p[0]), int(p[0].min()), int(p[1].min())))
+    out = np.zeros(shape, label_dtype(len(parts)))
+    for k, (ys, xs) in enumerate(parts, start=1):
+        out[ys, xs] = k
+    return out
 
 
 def _cells(ys: np.ndarray, xs: np.ndarray, scale: float, g: int) -> tuple[np.ndarray, np.ndarray]:

@@ -248,8 +248,8 @@ def _export(torch, net, out: Path) -> None:
 
         def forward(self, x):
             y = self.net(x)
-            return torch.sigmoid(y[:, :1]), y[:, 1:3]
+            return torch.sigmoid(y[:, :1]), y[:, 1:3], torch.sigmoid(y[:, 3:])
 
     with atomic_path(out) as tmp, torch.no_grad():
         torch.onnx.export(Exported(net), torch.zeros(1, 3, INPUT, INPUT), str(tmp), input_names=["input"],
-                          output_names=["centres", "offsets"], opset_version=17, dynamo=False)
+                          output_names=["centres", "offsets", "foreground"], opset_version=17, dynamo=False)
