@@ -116,11 +116,11 @@ def test_recover_missed_adds_the_characters_the_segmenter_missed():
 
 
 class FixedSplitter:
-    """A splitter that always predicts the same centres, and foreground nowhere."""
+    """A splitter that always predicts the same centres and foreground (GxG; default: none)."""
     info = {"splitter": "fixed", "splitter_sha256": "1" * 64}
 
-    def __init__(self, centres, shape):
-        self.out = (*centre_field(centres, shape), np.zeros((G, G), np.float32))
+    def __init__(self, centres, shape, foreground=None):
+        self.out = (*centre_field(centres, shape), np.zeros((G, G), np.float32) if foreground is None else foreground)
 
     def __call__(self, rgb):
         return self.out
@@ -140,6 +140,17 @@ def test_extract_page_uses_the_splitter(extract_params):
     models = Models(seg, split=FixedSplitter([(200, 200)], (64, 128)))  # no centre on the figure
     labels, chars, _ = extract_page(rgb, models, extract_params)
     assert labels.max() == 0 and chars == []
+    one = np.full((64, 128, 3), 255, np.uint8)
+    one[(dumbbell() > 0) & (np.arange(128) < 60)] = (30, 40, 60)  # only the left figure is drawn
+    fg = np.zeros((G, G), np.float32)
+    fg[4:13, 19:29] = 1  # the splitter sees a second figure where the page is blank
+    models = Models(seg, split=FixedSplitter([(32, 32), (32, 96)], (64, 128), fg))
+    params = extract_params.model_copy(update={"recover_peak": 0.5})
+    labels, chars, _ = extract_page(one, models, params)
+    assert labels.max() == 2 and len(chars) == 2 and labels[32, 96] == 2 and labels[32, 20] == 1
+    assert chars[1].confidence < 0.5 and chars[1].rgba[..., 3].any()  # the segmenter did not see it
+    labels, chars, _ = extract_page(one, models, params.model_copy(update={"recover_peak": 0.0}))
+    assert labels.max() == 1
 
 
 def test_load_splitter(tmp_path, extract_params, tiny_model):
