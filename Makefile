@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test data assets golden gate
+.PHONY: run test data assets golden gate backends
 run: $(VENV)/.installed
 	dvc pull --quiet data.dvc
 	dvc repro
@@ -42,8 +42,18 @@ data: $(VENV)/.installed
 	dvc add data
 	dvc push data.dvc
 
+# torch pinned to a release whose CPU build these machines carry on disk (pip's find-links): a
+# plain `torch` takes PyPI's newest, with ~4 GB of CUDA packages, which once filled CI's disk.
+# Elsewhere pip takes 2.13.0 from PyPI. No cache: the wheels would take the disk a second time.
+TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,backends]'
+	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[dev,train]' '$(TORCH)'
 	touch $@
+
+# the YOLO and SAM backends (extract.detector yolo, extract.segmenter sam): PyPI's torchvision is
+# built for CUDA only, so this replaces the CPU torch with the CUDA one (~6 GB in all)
+backends: $(VENV)/.installed
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[dev,train,backends]'
+

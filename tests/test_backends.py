@@ -3,10 +3,12 @@
 The YOLO and SAM paths run real ultralytics and segment-anything code on tiny randomly
 initialised models built from the libraries' own modules (seconds on 2 cores): they
 check the wiring (boxes in, one mask per box out, shapes, dtypes, determinism), not
-the quality of the masks.
+the quality of the masks. They need the backends installed (`make backends`; `.ci/run`
+installs them where the disk has room) and are skipped, saying so, where they are not.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -31,9 +33,12 @@ from kirinuki.segment import load_segmenter
 
 from conftest import TINY_SIZE, two_figures
 
-torch = pytest.importorskip("torch")
-import_yolo()  # imports ultralytics as kirinuki does: with Pillow's own opener put back for later tests
-segment_anything = pytest.importorskip("segment_anything")
+BACKENDS = all(importlib.util.find_spec(m) for m in ("torchvision", "ultralytics", "segment_anything"))
+needs_backends = pytest.mark.skipif(not BACKENDS, reason="the YOLO/SAM backends are not installed: make backends")
+if BACKENDS:
+    import segment_anything
+    import torch
+    import_yolo()  # imports ultralytics as kirinuki does: with Pillow's own opener put back for later tests
 
 # a 5-layer backbone (strides 8/16/32 at layers 2-4) and ultralytics' Detect head, one class
 TINY_YOLO = {"nc": 1, "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [16, 3, 2]],
@@ -188,6 +193,7 @@ def test_missing_weights_fail_fast_with_one_line(tmp_path):
     assert r.output.startswith(f"error: extract.yolo.weights {tmp_path / 'yolov8x6_animeface.pt'}: not found")
 
 
+@needs_backends
 def test_weights_paths_resolve_beside_params_and_hash_by_content(tmp_path, backend_params, tiny_model):
     (tmp_path / "models").mkdir()
     for src in (backend_params.yolo.weights, backend_params.sam.checkpoint):
@@ -207,6 +213,7 @@ def test_weights_paths_resolve_beside_params_and_hash_by_content(tmp_path, backe
 
 # --- the YOLO and SAM paths -----------------------------------------------------------------
 
+@needs_backends
 def test_yolo_detector_wiring(backend_params):
     detect = load_detector(backend_params)
     rgb = two_figures()
@@ -223,6 +230,7 @@ def test_yolo_detector_wiring(backend_params):
     np.testing.assert_array_equal(heads.xyxy, head_to_body(xyxy, rgb.shape, 7.0, 3.0))
 
 
+@needs_backends
 def test_sam_embeds_once_and_decodes_every_box_in_one_batch(backend_params, monkeypatch):
     segment = load_segmenter(backend_params)
     calls = {"set_image": 0, "predict_torch": []}
@@ -248,6 +256,7 @@ def test_sam_embeds_once_and_decodes_every_box_in_one_batch(backend_params, monk
         assert m.shape == (3, 96, 128) and i.shape == (3,)
 
 
+@needs_backends
 def test_extract_page_yolo_sam_is_deterministic(backend_params):
     rgb = two_figures()
     models = Models(load_segmenter(backend_params), load_detector(backend_params))
@@ -285,6 +294,7 @@ def test_extract_page_grabcut_keeps_one_label_per_pixel(extract_params):
 
 # --- through run_extract and the CLI --------------------------------------------------------
 
+@needs_backends
 def test_cli_extract_with_yolo_and_sam(tmp_path, backend_params):
     pages = tmp_path / "pages"
     pages.mkdir()
