@@ -44,16 +44,16 @@ data: $(VENV)/.installed
 
 # torch pinned to a release whose CPU build these machines carry on disk (pip's find-links): a
 # plain `torch` takes PyPI's newest, with ~4 GB of CUDA packages, which once filled CI's disk.
-# Elsewhere pip takes 2.13.0 from PyPI. No cache: the wheels would take the disk a second time.
+# Elsewhere pip takes 2.13.0 from PyPI.
 TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-cache-dir --upgrade pip
-	$(BIN)/pip install --quiet --no-cache-dir -e '.[dev,train]' '$(TORCH)'
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,train]' '$(TORCH)'
 	touch $@
 
 # the YOLO and SAM backends (extract.detector yolo, extract.segmenter sam): PyPI's torchvision is
 # built for CUDA only, so this replaces the CPU torch with the CUDA one (~6 GB in all)
 backends: $(VENV)/.installed
-	$(BIN)/pip install --quiet --no-cache-dir -e '.[dev,train,backends]'
+	$(BIN)/pip install --quiet -e '.[dev,train,backends]'
 
