@@ -56,7 +56,7 @@ def import_yolo():
         from ultralytics import YOLO
         from ultralytics.utils import patches
     except ImportError:
-        raise BackendUnavailable("extract.detector yolo needs ultralytics: pip install 'kirinuki[backends]'") from None
+        raise BackendUnavailable("extract.detector yolo needs ultralytics: make backends, or pip install 'kirinuki[backends]'") from None
     from PIL import Image
     Image.open = getattr(patches, "_image_open", Image.open)
     return YOLO

@@ -61,7 +61,7 @@ def torch_setup(device: str, threads: int):
     try:
         import torch
     except ImportError:
-        raise BackendUnavailable("the yolo and sam backends need torch: pip install 'kirinuki[backends]'") from None
+        raise BackendUnavailable("the yolo and sam backends need torch: make backends, or pip install 'kirinuki[backends]'") from None
     if threads:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)

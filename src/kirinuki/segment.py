@@ -173,7 +173,7 @@ def _sam(params: ExtractParams) -> SamSegmenter:
     try:
         from segment_anything import sam_model_registry
     except ImportError:
-        raise BackendUnavailable("extract.segmenter sam needs segment-anything: pip install 'kirinuki[backends]'") from None
+        raise BackendUnavailable("extract.segmenter sam needs segment-anything: make backends, or pip install 'kirinuki[backends]'") from None
     sam = sam_model_registry[params.sam.model_type]()
     sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     return SamSegmenter(sam.to(params.device).eval(), params.sam, checkpoint, torch)

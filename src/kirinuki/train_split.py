@@ -6,7 +6,7 @@ of them turned into screentoned monochrome. The composite knows every pixel's
 character, so the targets are exact: a Gaussian at each character's centre of mass
 and, per character pixel, the offset to it. The network is a small U-Net trained from
 scratch on CPU; the result is exported to ONNX with a card beside it. Needs torch
-(the `backends` extra); seeded, so the same inputs and arguments give the same pages.
+(the `train` extra); seeded, so the same inputs and arguments give the same pages.
 """
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
     try:
         import torch
     except ImportError:
-        raise RuntimeError("train-splitter needs torch: pip install 'kirinuki[backends]'") from None
+        raise RuntimeError("train-splitter needs torch: pip install 'kirinuki[train]'") from None
     sprites, backgrounds = load_sprites(sprite_dirs, log), load_backgrounds(background_dirs, log)
     if not sprites or not backgrounds:
         raise ValueError(f"train-splitter: {len(sprites)} sprites and {len(backgrounds)} backgrounds found; "
