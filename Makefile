@@ -56,4 +56,3 @@ $(VENV)/.installed: pyproject.toml
 # built for CUDA only, so this replaces the CPU torch with the CUDA one (~6 GB in all)
 backends: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev,train,backends]'
-
