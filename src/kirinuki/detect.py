@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional, Protocol
 import numpy as np
 
 from .config import ExtractParams, YoloParams
-from .models import BackendUnavailable, sha256_file, torch_setup, weights_file
+from .models import INSTALL_BACKENDS, BackendUnavailable, sha256_file, torch_setup, weights_file
 
 
 class Boxes(NamedTuple):
@@ -56,7 +56,7 @@ def import_yolo():
         from ultralytics import YOLO
         from ultralytics.utils import patches
     except ImportError:
-        raise BackendUnavailable("extract.detector yolo needs ultralytics: make backends, or pip install 'kirinuki[backends]'") from None
+        raise BackendUnavailable(f"extract.detector yolo needs ultralytics: {INSTALL_BACKENDS}") from None
     from PIL import Image
     Image.open = getattr(patches, "_image_open", Image.open)
     return YOLO

@@ -23,6 +23,9 @@ from .config import ModelParams, ModelSource
 from .imageio import atomic_path, write_json
 
 
+INSTALL_BACKENDS = "make backends, or pip install 'kirinuki[backends]'"
+
+
 class BackendUnavailable(Exception):
     """A backend's library or device is missing; str() says what to install or set."""
 
@@ -61,7 +64,7 @@ def torch_setup(device: str, threads: int):
     try:
         import torch
     except ImportError:
-        raise BackendUnavailable("the yolo and sam backends need torch: make backends, or pip install 'kirinuki[backends]'") from None
+        raise BackendUnavailable(f"the yolo and sam backends need torch: {INSTALL_BACKENDS}") from None
     if threads:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)

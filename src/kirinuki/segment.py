@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .config import ExtractParams, SamParams
-from .models import BackendUnavailable, read_card, sha256_file, torch_setup, weights_file
+from .models import INSTALL_BACKENDS, BackendUnavailable, read_card, sha256_file, torch_setup, weights_file
 
 
 class Segmenter(Protocol):
@@ -173,7 +173,7 @@ def _sam(params: ExtractParams) -> SamSegmenter:
     try:
         from segment_anything import sam_model_registry
     except ImportError:
-        raise BackendUnavailable("extract.segmenter sam needs segment-anything: make backends, or pip install 'kirinuki[backends]'") from None
+        raise BackendUnavailable(f"extract.segmenter sam needs segment-anything: {INSTALL_BACKENDS}") from None
     sam = sam_model_registry[params.sam.model_type]()
     sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     return SamSegmenter(sam.to(params.device).eval(), params.sam, checkpoint, torch)
