@@ -219,3 +219,17 @@ def test_train_splitter_without_sprites_is_a_clear_error(tmp_path):
                                  "--backgrounds", str(tmp_path / "empty"), "-o", str(tmp_path / "s.onnx")])
     assert r.exit_code == 1
     assert "0 sprites and 0 backgrounds found" in r.output
+
+
+def test_augmentations_change_the_look_not_the_character():
+    from kirinuki.train_split import chibi, sketch
+    rng = np.random.default_rng(0)
+    sprite = np.zeros((120, 60, 4), np.uint8)
+    cv2.ellipse(sprite, (30, 20), (14, 16), 0, 0, 360, (200, 40, 40, 255), -1)  # head
+    cv2.rectangle(sprite, (12, 36), (48, 118), (40, 40, 200, 255), -1)  # body
+    sd = chibi(sprite, rng)
+    assert sd.dtype == np.uint8 and sd.shape[2] == 4 and sd.shape[0] < 120  # shorter ...
+    assert (sd[:sd.shape[0] // 3, :, 3] > 0).any(axis=0).sum() > 32  # ... with a head wider than its 29 px
+    rough = sketch(sprite[..., :3], rng)
+    assert rough.shape == (120, 60, 3) and rough.dtype == np.uint8
+    assert np.median(rough) > 190  # a pale fill with lines, whatever the colours were

@@ -120,11 +120,11 @@ class ExtractParams(Section):
     min_core: float = Field(0.5, ge=0, le=1)
     # learned cue (split.py) that cuts touching characters apart when there is no detector; None = off
     splitter: Optional[Path] = Path("models/splitter.onnx")
-    split_peak: float = Field(0.4, gt=0, le=1)  # a centre is a heatmap peak at least this high
-    split_share: float = Field(0.3, gt=0, le=0.5)  # ... holding at least this share of a region's votes
-    split_separation: float = Field(0.5, ge=0)  # centres closer than this x sqrt(region area) are one character
-    min_centre: float = Field(0.04, ge=0, le=1)  # a region whose heatmap stays below this holds no character; 0 = off
-    recover_peak: float = Field(0.55, ge=0, le=1)  # a centre this strong on no region is a missed character; 0 = off
+    split_peak: float = Field(0.25, gt=0, le=1)  # a centre is a heatmap peak at least this high
+    split_share: float = Field(0.2, gt=0, le=0.5)  # ... holding at least this share of a region's votes
+    split_separation: float = Field(0.3, ge=0)  # centres closer than this x sqrt(region area) are one character
+    min_centre: float = Field(0.06, ge=0, le=1)  # a region whose heatmap stays below this holds no character; 0 = off
+    recover_peak: float = Field(0.4, ge=0, le=1)  # a centre this strong on no region is a missed character; 0 = off
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
     threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default

@@ -78,13 +78,48 @@ def _hue_shift(rgb: np.ndarray, shift: int) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+def sketch(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """HxWx3 uint8 -> a rough: the drawing's lines in one pencil colour on a flat pale fill."""
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    lines = cv2.adaptiveThreshold(grey, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 9, 8)
+    fill, pencil = rng.uniform(205, 250, 3), rng.uniform(60, 150) * rng.uniform(0.8, 1.0, 3)
+    return (fill + (pencil - fill) * lines[..., None]).astype(np.uint8)
+
+
+def _jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Contrast, brightness and saturation changed at random (other artists' palettes)."""
+    x = rgb.astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(0.4, 1.3)
+    x = (x - 128) * rng.uniform(0.7, 1.2) + 128 + rng.uniform(-30, 30)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def chibi(rgba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """RGBA sprite -> super-deformed proportions: the top (head) enlarged, the rest squashed."""
+    h, w = rgba.shape[:2]
+    cut = int(h * rng.uniform(0.2, 0.3))
+    k = rng.uniform(1.3, 1.8)
+    head = cv2.resize(np.ascontiguousarray(rgba[:cut]), (max(1, int(w * k)), max(1, int(cut * k))))
+    body = cv2.resize(np.ascontiguousarray(rgba[cut:]), (w, max(1, int((h - cut) * rng.uniform(0.3, 0.5)))))
+    out = np.zeros((head.shape[0] + body.shape[0], max(w, head.shape[1]), 4), np.uint8)
+    x0 = (out.shape[1] - w) // 2
+    out[head.shape[0]:, x0:x0 + w] = body
+    hx = (out.shape[1] - head.shape[1]) // 2
+    top = out[:head.shape[0], hx:hx + head.shape[1]]
+    top[:] = np.where(head[..., 3:] > 0, head, top)
+    return out
+
+
 def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.random.Generator,
               side: int = 640, manga_share: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """One training page: (HxWx3 uint8, HxW uint8 labels 0 = background, 1..n back to front).
 
-    Characters are 0.3-1.15 page heights tall, mostly standing on or cut by the bottom
-    edge, and later ones occlude earlier ones; a character left with less than 0.4% of
-    the page visible is background.
+    Characters are 0.15-1.15 page heights tall, mostly standing on or cut by the bottom
+    edge; half of them stand next to or in front of an earlier one (the cases connected
+    components merge), and later ones occlude earlier ones. Some are recoloured, drawn as
+    a pale rough or given chibi proportions, so that the net learns characters rather than
+    these sprites. A character left with less than 0.4% of the page visible is background.
     """
     h, w = (side, side * 3 // 4) if rng.random() < 0.5 else (side * 3 // 4, side)
     bg = backgrounds[rng.integers(len(backgrounds))]
@@ -96,18 +131,29 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
         page = page[:, ::-1]
     labels = np.zeros((h, w), np.uint8)
     n = rng.choice(4, p=[0.08, 0.3, 0.34, 0.28])
+    centres = []  # x centres of the characters placed so far
     for k in range(1, n + 1):
         s = sprites[rng.integers(len(sprites))]
         if rng.random() < 0.5:
             s = s[:, ::-1]
-        sh = max(2, int(rng.uniform(0.3, 1.15) * h))
+        if rng.random() < 0.15:
+            s = chibi(s, rng)
+        sh = max(2, int(rng.uniform(0.15, 1.15) * h))
         sw = max(2, int(s.shape[1] * sh / s.shape[0] * rng.uniform(0.9, 1.1)))
         if sw > 1.3 * w:
             continue
         s = cv2.resize(np.ascontiguousarray(s), (sw, sh), interpolation=cv2.INTER_AREA)
         if rng.random() < 0.3:  # the same sprite twice must not look like one character
             s[..., :3] = _hue_shift(s[..., :3], int(rng.integers(20, 160)))
-        x = int(rng.uniform(-0.25 * sw, w - 0.75 * sw))
+        if rng.random() < 0.3:
+            s[..., :3] = _jitter(s[..., :3], rng)
+        if rng.random() < 0.12:
+            s[..., :3] = sketch(s[..., :3], rng)
+        if centres and rng.random() < 0.5:
+            x = int(centres[rng.integers(len(centres))] + rng.uniform(-0.7, 0.7) * sw - sw / 2)
+        else:
+            x = int(rng.uniform(-0.25 * sw, w - 0.75 * sw))
+        centres.append(x + sw / 2)
         y = int(h - sh * rng.uniform(0.75, 1.0)) if rng.random() < 0.6 else int(rng.uniform(0, max(1, h - sh)))
         ty0, tx0, ty1, tx1 = max(0, y), max(0, x), min(h, y + sh), min(w, x + sw)
         if ty1 <= ty0 or tx1 <= tx0:
