@@ -14,7 +14,7 @@ from kirinuki.extract import Models, extract_page, params_hash
 from kirinuki.segment import load_segmenter
 from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_input, load_splitter, recover_missed,
                             split_instances)
-from kirinuki.train_split import composite, targets, training_set
+from kirinuki.train_split import chibi, composite, sketch, targets, training_set
 
 G = 32  # grid of the hand-made heatmaps
 
@@ -161,15 +161,20 @@ def test_load_splitter(tmp_path, extract_params, tiny_model):
         load_splitter(extract_params.model_copy(update={"splitter": tiny_model}))  # not a splitter
 
 
+def _figure(colour):
+    """A 120x60 RGBA figure: a 29 px wide head over a body of the reversed colour."""
+    a = np.zeros((120, 60, 4), np.uint8)
+    cv2.ellipse(a, (30, 20), (14, 16), 0, 0, 360, (*colour, 255), -1)  # head
+    cv2.rectangle(a, (12, 36), (48, 118), (*colour[::-1], 255), -1)  # body
+    return a
+
+
 def _sprites_and_backgrounds(root):
     """Three RGBA figures of different colours and one background picture, as files."""
     (root / "sprites").mkdir()
     (root / "bg").mkdir()
     for i, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
-        a = np.zeros((120, 60, 4), np.uint8)
-        cv2.ellipse(a, (30, 20), (14, 16), 0, 0, 360, (*colour, 255), -1)  # head
-        cv2.rectangle(a, (12, 36), (48, 118), (*colour[::-1], 255), -1)  # body
-        cv2.imwrite(str(root / "sprites" / f"s{i}.png"), a)
+        cv2.imwrite(str(root / "sprites" / f"s{i}.png"), _figure(colour))
     (root / "sprites" / "broken.png").write_bytes(b"not a png")
     bg = np.random.default_rng(0).integers(0, 255, (90, 160, 3), np.uint8)
     cv2.imwrite(str(root / "bg" / "bg.jpg"), bg)
@@ -222,11 +227,8 @@ def test_train_splitter_without_sprites_is_a_clear_error(tmp_path):
 
 
 def test_augmentations_change_the_look_not_the_character():
-    from kirinuki.train_split import chibi, sketch
     rng = np.random.default_rng(0)
-    sprite = np.zeros((120, 60, 4), np.uint8)
-    cv2.ellipse(sprite, (30, 20), (14, 16), 0, 0, 360, (200, 40, 40, 255), -1)  # head
-    cv2.rectangle(sprite, (12, 36), (48, 118), (40, 40, 200, 255), -1)  # body
+    sprite = _figure((200, 40, 40))
     sd = chibi(sprite, rng)
     assert sd.dtype == np.uint8 and sd.shape[2] == 4 and sd.shape[0] < 120  # shorter ...
     assert (sd[:sd.shape[0] // 3, :, 3] > 0).any(axis=0).sum() > 32  # ... with a head wider than its 29 px
