@@ -59,7 +59,8 @@ def repo(tmp_path, model_server):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
     (repo / "models").mkdir()
-    shutil.copy(ROOT / "models" / "splitter.onnx", repo / "models")  # in git, as in a clone
+    for name in ("splitter.onnx", "head_splitter.onnx"):  # in git, as in a clone
+        shutil.copy(ROOT / "models" / name, repo / "models")
     url, sha = model_server
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["model"]["sources"] = [{"name": "tiny", "kind": "url", "location": url, "sha256": sha,

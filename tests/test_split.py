@@ -3,6 +3,7 @@ extract, and the training command on tiny synthetic sprites."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_input,
                             split_instances)
 from kirinuki.train_split import chibi, composite, sketch, targets, training_set
 
+ROOT = Path(__file__).resolve().parents[1]
 G = 32  # grid of the hand-made heatmaps
 
 
@@ -117,10 +119,10 @@ def test_recover_missed_adds_the_characters_the_segmenter_missed():
 
 class FixedSplitter:
     """A splitter that always predicts the same centres and foreground (GxG; default: none)."""
-    info = {"splitter": "fixed", "splitter_sha256": "1" * 64}
 
-    def __init__(self, centres, shape, foreground=None):
+    def __init__(self, centres, shape, foreground=None, name="splitter"):
         self.out = (*centre_field(centres, shape), np.zeros((G, G), np.float32) if foreground is None else foreground)
+        self.info = {name: "fixed", f"{name}_sha256": "1" * 64}
 
     def __call__(self, rgb):
         return self.out
@@ -153,12 +155,40 @@ def test_extract_page_uses_the_splitter(extract_params):
     assert labels.max() == 1
 
 
+def test_the_head_splitter_cuts_before_the_splitter(extract_params):
+    rgb = np.full((64, 128, 3), 255, np.uint8)
+    rgb[dumbbell() > 0] = (30, 40, 60)
+    seg = load_segmenter(extract_params)
+    split = FixedSplitter([(32, 64)], (64, 128))  # one centre of mass, on the bridge
+    params = extract_params.model_copy(update={"min_centre": 0.0})
+    labels, _, _ = extract_page(rgb, Models(seg, split=split), params)
+    assert labels.max() == 1
+    models = Models(seg, split=split, heads=FixedSplitter([(32, 32), (32, 96)], (64, 128), name="head_splitter"))
+    labels, chars, _ = extract_page(rgb, models, params)
+    assert labels.max() == 2 and len(chars) == 2 and labels[32, 20] != labels[32, 108]
+    assert models.info["head_splitter_sha256"] == "1" * 64
+    assert params_hash(params, models) != params_hash(params, Models(seg, split=split))
+
+
 def test_load_splitter(tmp_path, extract_params, tiny_model):
     assert load_splitter(extract_params) is None  # extract.splitter: null
     with pytest.raises(FileNotFoundError, match="extract.splitter .*none.onnx: not found"):
         load_splitter(extract_params.model_copy(update={"splitter": tmp_path / "none.onnx"}))
     with pytest.raises(ValueError, match="extract.splitter .*: no output centres, foreground, offsets"):
         load_splitter(extract_params.model_copy(update={"splitter": tiny_model}))  # not a splitter
+    with pytest.raises(FileNotFoundError, match="extract.head_splitter .*none.onnx: not found"):
+        load_splitter(extract_params.model_copy(update={"head_splitter": tmp_path / "none.onnx"}), "head_splitter")
+    splitter = load_splitter(extract_params.model_copy(update={"head_splitter": ROOT / "models" / "head_splitter.onnx"}),
+                             "head_splitter")
+    assert splitter.name == "head_splitter" and set(splitter.info) == {"head_splitter", "head_splitter_sha256"}
+
+
+def test_models_load_the_head_splitter_only_with_the_splitter(extract_params):
+    heads = ROOT / "models" / "head_splitter.onnx"
+    assert Models.load(extract_params.model_copy(update={"head_splitter": heads})).heads is None
+    models = Models.load(extract_params.model_copy(update={"head_splitter": heads,
+                                                           "splitter": ROOT / "models" / "splitter.onnx"}))
+    assert models.heads.name == "head_splitter" and models.split.name == "splitter"
 
 
 def _figure(colour):
@@ -196,6 +226,11 @@ def test_composites_are_exact_and_seeded(tmp_path):
     assert heat.shape == fg.shape == (128, 128) and off.shape == (2, 128, 128)
     assert heat.max() > 0.9 and fg.sum() == 32 * 32  # a 32x32 character, centre of mass (15.5, 15.5)
     assert off[:, 0, 0] == pytest.approx([15.5 / 128, 15.5 / 128]) and (off[:, fg == 0] == 0).all()
+    tall = np.zeros((256, 256), np.uint8)
+    tall[:200, :40] = 1  # 100 x 20 grid cells: the head is the top fifth, rows 0..20
+    heat, off, fg = targets(tall, "head")
+    assert np.unravel_index(heat.argmax(), heat.shape) in {(10, 9), (10, 10)}
+    assert off[:, 99, 0] == pytest.approx([(10 - 99) / 128, 9.5 / 128]) and fg.sum() == 100 * 20
 
 
 def test_train_splitter_command_writes_a_working_model(tmp_path):
@@ -204,10 +239,10 @@ def test_train_splitter_command_writes_a_working_model(tmp_path):
     out = tmp_path / "splitter.onnx"
     r = CliRunner().invoke(app, ["train-splitter", "--sprites", str(tmp_path / "sprites"), "--backgrounds",
                                  str(tmp_path / "bg"), "-o", str(out), "--steps", "2", "--samples", "4",
-                                 "--threads", "1"])
+                                 "--threads", "1", "--centre", "head"])
     assert r.exit_code == 0, r.output
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["sprites"] == 3 and card["steps"] == 2 and len(card["sha256"]) == 64
+    assert card["sprites"] == 3 and card["steps"] == 2 and card["centre"] == "head" and len(card["sha256"]) == 64
     splitter = Splitter(out, threads=1)
     rgb = np.random.default_rng(0).integers(0, 255, (100, 70, 3), np.uint8)
     heat, off, fg = splitter(rgb)
@@ -224,6 +259,9 @@ def test_train_splitter_without_sprites_is_a_clear_error(tmp_path):
                                  "--backgrounds", str(tmp_path / "empty"), "-o", str(tmp_path / "s.onnx")])
     assert r.exit_code == 1
     assert "0 sprites and 0 backgrounds found" in r.output
+    r = CliRunner().invoke(app, ["train-splitter", "--sprites", str(tmp_path / "empty"), "--backgrounds",
+                                 str(tmp_path / "empty"), "-o", str(tmp_path / "s.onnx"), "--centre", "feet"])
+    assert r.exit_code == 1 and "centre 'feet' is not one of mass, head" in r.output
 
 
 def test_augmentations_change_the_look_not_the_character():

@@ -78,11 +78,14 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
                        steps: int = typer.Option(3000, min=1, help="training batches"),
                        samples: int = typer.Option(6000, min=1, help="composite pages to train on"),
                        seed: int = typer.Option(0, help="seeds the composites and the training"),
+                       centre: str = typer.Option("mass", help="what each character's centre is: mass (extract.splitter) "
+                                                  "or head (extract.head_splitter)"),
                        threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default")):
     """Train the splitter that cuts touching characters apart (extract.splitter) on sprite composites."""
     from .train_split import train_splitter
     try:
-        card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, threads=threads,
+        card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
+                              threads=threads,
                               log=lambda m: typer.echo(m, err=True))
     except (RuntimeError, ValueError) as e:
         _fail(str(e))

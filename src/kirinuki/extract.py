@@ -7,9 +7,9 @@ records of every page of the run.
 
 Per page: boxes from the detector (if `extract.detector` is set), then the segmenter
 (ISNet: one soft mask of the page; SAM: one mask per box), then instances (without a
-detector: connected components, cut apart by the learned splitter, which also drops
-regions that hold no character and adds the characters the segmenter missed), then the
-optional refinement (`extract.refine`).
+detector: connected components, cut apart by the learned splitters, at heads and then at
+centres of mass; the second also drops regions that hold no character and adds the
+characters the segmenter missed), then the optional refinement (`extract.refine`).
 """
 from __future__ import annotations
 
@@ -37,21 +37,24 @@ from .split import Splitter, drop_centreless, load_splitter, recover_missed, spl
 @dataclass
 class Models:
     """The loaded backends of a run: the segmenter and, when `extract.detector` is set, the
-    detector, else the splitter (when `extract.splitter` is set)."""
+    detector, else the splitter (when `extract.splitter` is set) and the head splitter."""
     segment: Union[Segmenter, BoxSegmenter]
     detect: Optional[Detector] = None
     split: Optional[Splitter] = None
+    heads: Optional[Splitter] = None
 
     @property
     def info(self) -> dict:
         """Backend names, versions and weights hashes, recorded with every cut-out."""
         return {**self.segment.info, **(self.detect.info if self.detect else {"detector": "none"}),
-                **(self.split.info if self.split else {})}
+                **(self.split.info if self.split else {}), **(self.heads.info if self.heads else {})}
 
     @classmethod
     def load(cls, params: ExtractParams) -> "Models":
         detect = load_detector(params)  # in pipeline order
-        return cls(detect=detect, segment=load_segmenter(params), split=None if detect else load_splitter(params))
+        split = None if detect else load_splitter(params)
+        return cls(detect=detect, segment=load_segmenter(params), split=split,
+                   heads=load_splitter(params, "head_splitter") if split else None)
 
 
 @dataclass
@@ -99,6 +102,11 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
         prob, forward = _timed(models.segment, rgb)
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
+        if models.heads is not None:  # two heads in one region are two characters, however they overlap
+            (heat, offsets, _), seconds = _timed(models.heads, rgb)
+            labels = split_instances(labels, heat, offsets, params.head_peak, params.head_share,
+                                     params.head_separation)
+            forward += seconds
         if models.split is not None:
             (heat, offsets, fg), seconds = _timed(models.split, rgb)
             labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
@@ -148,9 +156,11 @@ def params_hash(params: ExtractParams, models: Models) -> str:
 
     Weights enter by their sha256, not their paths, which may be spelled many ways.
     """
-    digest = params.digest(exclude={"model": True, "splitter": True, "yolo": {"weights"}, "sam": {"checkpoint"}})
+    digest = params.digest(exclude={"model": True, "splitter": True, "head_splitter": True, "yolo": {"weights"},
+                                    "sam": {"checkpoint"}})
     shas = [models.segment.info["model_sha256"]] + [
-        m.info[key] for m, key in ((models.detect, "detector_sha256"), (models.split, "splitter_sha256")) if m]
+        m.info[key] for m, key in ((models.detect, "detector_sha256"), (models.split, "splitter_sha256"),
+                                   (models.heads, "head_splitter_sha256")) if m]
     return "-".join([digest] + [sha[:12] for sha in shas])
 
 

@@ -11,6 +11,8 @@ A region whose pixels hold no centre at all (heatmap below `min_centre` througho
 background the segmenter mistook for a figure, and is dropped. A strong centre on no
 region is a character the segmenter missed: the splitter's own foreground that votes for
 it becomes its region (`recover_missed`).
+The same network trained on heads instead of centres of mass (`extract.head_splitter`)
+cuts first: characters one in front of the other share a centre of mass, not a head.
 """
 from __future__ import annotations
 
@@ -50,19 +52,18 @@ class Splitter:
 
     outputs = ["centres", "offsets", "foreground"]
 
-    name = "splitter"
-
-    def __init__(self, model: Path, threads: int = 0):
+    def __init__(self, model: Path, threads: int = 0, name: str = "splitter"):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.use_deterministic_compute = True
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
         missing = set(self.outputs) - {o.name for o in self.session.get_outputs()}
         if missing:
-            raise ValueError(f"extract.splitter {model}: no output {', '.join(sorted(missing))} "
+            raise ValueError(f"extract.{name} {model}: no output {', '.join(sorted(missing))} "
                              "(trained by an older kirinuki? retrain it with `kirinuki train-splitter`)")
         self.size = self.session.get_inputs()[0].shape[-1]
-        self.info = {"splitter": Path(model).name, "splitter_sha256": sha256_file(model)}
+        self.name = name
+        self.info = {name: Path(model).name, f"{name}_sha256": sha256_file(model)}
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """HxWx3 uint8 page -> (GxG float32 centre heatmap, 2xGxG float32 offsets in grid
@@ -72,14 +73,15 @@ class Splitter:
         return centres[0, 0], offsets[0] * centres.shape[-1], foreground[0, 0]
 
 
-def load_splitter(params: ExtractParams) -> Optional[Splitter]:
-    """The splitter in `extract.splitter`, or None when that is null."""
-    if params.splitter is None:
+def load_splitter(params: ExtractParams, key: str = "splitter") -> Optional[Splitter]:
+    """The splitter in `extract.<key>` (splitter or head_splitter), or None when that is null."""
+    model = getattr(params, key)
+    if model is None:
         return None
-    if not Path(params.splitter).exists():
-        raise FileNotFoundError(f"extract.splitter {params.splitter}: not found (train one with "
-                                "`kirinuki train-splitter`, or set extract.splitter: null)")
-    return Splitter(params.splitter, params.threads)
+    if not Path(model).exists():
+        raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
+                                f"`kirinuki train-splitter`, or set extract.{key}: null)")
+    return Splitter(model, params.threads, key)
 
 
 def centre_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:

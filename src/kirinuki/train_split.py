@@ -3,8 +3,8 @@
 Training pages are composites: 0-3 sprites (RGBA character art, e.g. visual-novel
 sprites) scaled, flipped, recoloured and overlapped on background pictures, a share
 of them turned into screentoned monochrome. The composite knows every pixel's
-character, so the targets are exact: a Gaussian at each character's centre of mass
-and, per character pixel, the offset to it. The network is a small U-Net trained from
+character, so the targets are exact: a Gaussian at each character's centre (of mass,
+or of its head: `centre`) and, per character pixel, the offset to it. The network is a small U-Net trained from
 scratch on CPU; the result is exported to ONNX with a card beside it. Needs torch
 (the `train` extra); seeded, so the same inputs and arguments give the same pages.
 """
@@ -26,6 +26,7 @@ from .split import grid_input
 INPUT = 256  # network input side
 GRID = 128  # output grid side (stride 2)
 SIGMA = 3.0  # centre heatmap Gaussian, grid cells
+CENTRES = ("mass", "head")
 
 
 def _images(folders: list[Path]) -> list[Path]:
@@ -170,9 +171,11 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     return page, labels.astype(np.uint8)
 
 
-def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def targets(labels: np.ndarray, centre: str = "mass") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SxS labels (grid_input's frame) -> (GxG centre heatmap, 2xGxG offsets in units of G,
-    GxG foreground), G = GRID."""
+    GxG foreground), G = GRID. `centre`: each character's centre of mass, or its head (the
+    top fifth of what is visible of it): characters one in front of the other share a
+    centre of mass but not a head."""
     lab = cv2.resize(labels, (GRID, GRID), interpolation=cv2.INTER_NEAREST)
     yy, xx = np.mgrid[0:GRID, 0:GRID].astype(np.float32)
     heat = np.zeros((GRID, GRID), np.float32)
@@ -181,13 +184,17 @@ def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = lab == k
         if not m.any():
             continue
-        cy, cx = yy[m].mean(), xx[m].mean()
+        at = m
+        if centre == "head":
+            ys = yy[m]
+            at = m & (yy <= ys.min() + max(2.0, 0.2 * (ys.max() - ys.min() + 1)))
+        cy, cx = yy[at].mean(), xx[at].mean()
         heat = np.maximum(heat, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * SIGMA ** 2)))
         offsets[0][m], offsets[1][m] = (cy - yy[m]) / GRID, (cx - xx[m]) / GRID
     return heat, offsets, (lab > 0).astype(np.float32)
 
 
-def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float):
+def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float, centre: str = "mass"):
     """n composites at the network's input size -> (Nx3xSxS uint8, targets as float32 arrays)."""
     rng = np.random.default_rng(seed)
     x = np.zeros((n, 3, INPUT, INPUT), np.uint8)
@@ -197,7 +204,7 @@ def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float):
     for i in range(n):
         page, labels = composite(sprites, backgrounds, rng, manga_share=manga_share)
         x[i] = grid_input(page, INPUT).transpose(2, 0, 1)
-        heat[i, 0], off[i], fg[i, 0] = targets(grid_input(labels, INPUT, cv2.INTER_NEAREST))
+        heat[i, 0], off[i], fg[i, 0] = targets(grid_input(labels, INPUT, cv2.INTER_NEAREST), centre)
     return x, heat, off, fg
 
 
@@ -234,12 +241,14 @@ def build_net(torch, widths=(16, 32, 64, 96, 128)):
 
 def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, steps: int = 3000,
                    samples: int = 6000, batch: int = 16, seed: int = 0, manga_share: float = 0.3,
-                   threads: int = 0, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+                   centre: str = "mass", threads: int = 0, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
     """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it."""
     try:
         import torch
     except ImportError:
         raise RuntimeError("train-splitter needs torch: pip install 'kirinuki[train]'") from None
+    if centre not in CENTRES:
+        raise ValueError(f"train-splitter: centre {centre!r} is not one of {', '.join(CENTRES)}")
     sprites, backgrounds = load_sprites(sprite_dirs, log), load_backgrounds(background_dirs, log)
     if not sprites or not backgrounds:
         raise ValueError(f"train-splitter: {len(sprites)} sprites and {len(backgrounds)} backgrounds found; "
@@ -248,7 +257,7 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    x, heat, off, fg = (torch.from_numpy(a) for a in training_set(sprites, backgrounds, samples, seed, manga_share))
+    x, heat, off, fg = (torch.from_numpy(a) for a in training_set(sprites, backgrounds, samples, seed, manga_share, centre))
     log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
         f"in {time.perf_counter() - start:.0f} s")
     net = build_net(torch)
@@ -277,7 +286,7 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
             "normalisation": "RGB/255 - 0.5, top-left aligned (split.grid_input)",
             "sprite_dirs": [str(d) for d in sprite_dirs], "background_dirs": [str(d) for d in background_dirs],
             "sprites": len(sprites), "backgrounds": len(backgrounds), "samples": samples, "steps": steps,
-            "batch": batch, "seed": seed, "manga_share": manga_share,
+            "batch": batch, "seed": seed, "manga_share": manga_share, "centre": centre,
             "final_losses": {"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
                              "foreground": round(l_fg.item(), 4)},
             "seconds": round(time.perf_counter() - start), "torch": torch.__version__,
