@@ -155,19 +155,18 @@ def test_extract_page_uses_the_splitter(extract_params):
     assert labels.max() == 1
 
 
-def test_the_head_splitter_cuts_before_the_splitter(extract_params):
+def test_the_head_splitter_cuts_and_its_parts_stay(extract_params):
     rgb = np.full((64, 128, 3), 255, np.uint8)
     rgb[dumbbell() > 0] = (30, 40, 60)
     seg = load_segmenter(extract_params)
     split = FixedSplitter([(32, 64)], (64, 128))  # one centre of mass, on the bridge
-    params = extract_params.model_copy(update={"min_centre": 0.0})
-    labels, _, _ = extract_page(rgb, Models(seg, split=split), params)
+    labels, _, _ = extract_page(rgb, Models(seg, split=split), extract_params)
     assert labels.max() == 1
     models = Models(seg, split=split, heads=FixedSplitter([(32, 32), (32, 96)], (64, 128), name="head_splitter"))
-    labels, chars, _ = extract_page(rgb, models, params)
-    assert labels.max() == 2 and len(chars) == 2 and labels[32, 20] != labels[32, 108]
+    labels, chars, _ = extract_page(rgb, models, extract_params)
+    assert labels.max() == 2 and len(chars) == 2 and labels[32, 20] != labels[32, 108]  # kept without a centre
     assert models.info["head_splitter_sha256"] == "1" * 64
-    assert params_hash(params, models) != params_hash(params, Models(seg, split=split))
+    assert params_hash(extract_params, models) != params_hash(extract_params, Models(seg, split=split))
 
 
 def test_load_splitter(tmp_path, extract_params, tiny_model):

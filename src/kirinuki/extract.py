@@ -102,19 +102,21 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
         prob, forward = _timed(models.segment, rgb)
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
-        if models.heads is not None:  # two heads in one region are two characters, however they overlap
-            (heat, offsets, _), seconds = _timed(models.heads, rgb)
-            labels = split_instances(labels, heat, offsets, params.head_peak, params.head_share,
-                                     params.head_separation)
-            forward += seconds
         if models.split is not None:
             (heat, offsets, fg), seconds = _timed(models.split, rgb)
+            forward += seconds
+            # scenery goes before the cuts: a part cut off at a head is a character's even
+            # where the centres of mass miss it
+            labels = drop_centreless(labels, heat, params.min_centre)
+            if models.heads is not None:  # two heads in one region are two characters, however they overlap
+                (head_heat, head_offsets, _), seconds = _timed(models.heads, rgb)
+                labels = split_instances(labels, head_heat, head_offsets, params.head_peak, params.head_share,
+                                         params.head_separation)
+                forward += seconds
             labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
                                      params.split_separation)
-            labels = drop_centreless(labels, heat, params.min_centre)
             labels = recover_missed(labels, heat, offsets, fg, params.recover_peak, params.split_peak,
                                     params.min_area)
-            forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":

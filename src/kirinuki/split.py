@@ -12,7 +12,8 @@ background the segmenter mistook for a figure, and is dropped. A strong centre o
 region is a character the segmenter missed: the splitter's own foreground that votes for
 it becomes its region (`recover_missed`).
 The same network trained on heads instead of centres of mass (`extract.head_splitter`)
-cuts first: characters one in front of the other share a centre of mass, not a head.
+cuts before the centres do: characters one in front of the other share a centre of mass,
+not a head.
 """
 from __future__ import annotations
 
