@@ -85,8 +85,7 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
     from .train_split import train_splitter
     try:
         card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
-                              threads=threads,
-                              log=lambda m: typer.echo(m, err=True))
+                              threads=threads, log=lambda m: typer.echo(m, err=True))
     except (RuntimeError, ValueError) as e:
         _fail(str(e))
     typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)

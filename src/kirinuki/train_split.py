@@ -4,8 +4,8 @@ Training pages are composites: 0-3 sprites (RGBA character art, e.g. visual-nove
 sprites) scaled, flipped, recoloured and overlapped on background pictures, a share
 of them turned into screentoned monochrome. The composite knows every pixel's
 character, so the targets are exact: a Gaussian at each character's centre (of mass,
-or of its head: `centre`) and, per character pixel, the offset to it. The network is a small U-Net trained from
-scratch on CPU; the result is exported to ONNX with a card beside it. Needs torch
+or of its head: `centre`) and, per character pixel, the offset to it. The network is a
+small U-Net trained from scratch on CPU; the result is exported to ONNX with a card beside it. Needs torch
 (the `train` extra); seeded, so the same inputs and arguments give the same pages.
 """
 from __future__ import annotations
@@ -241,7 +241,8 @@ def build_net(torch, widths=(16, 32, 64, 96, 128)):
 
 def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, steps: int = 3000,
                    samples: int = 6000, batch: int = 16, seed: int = 0, manga_share: float = 0.3,
-                   centre: str = "mass", threads: int = 0, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+                   centre: str = "mass", threads: int = 0,
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
     """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it."""
     try:
         import torch
@@ -257,7 +258,8 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    x, heat, off, fg = (torch.from_numpy(a) for a in training_set(sprites, backgrounds, samples, seed, manga_share, centre))
+    x, heat, off, fg = (torch.from_numpy(a)
+                        for a in training_set(sprites, backgrounds, samples, seed, manga_share, centre))
     log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
         f"in {time.perf_counter() - start:.0f} s")
     net = build_net(torch)
