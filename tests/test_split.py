@@ -155,7 +155,7 @@ def test_extract_page_uses_the_splitter(extract_params):
     assert labels.max() == 1
 
 
-def test_the_head_splitter_cuts_and_its_parts_stay(extract_params):
+def test_the_head_splitter_cuts_its_parts_stay_and_it_recovers(extract_params):
     rgb = np.full((64, 128, 3), 255, np.uint8)
     rgb[dumbbell() > 0] = (30, 40, 60)
     seg = load_segmenter(extract_params)
@@ -167,6 +167,16 @@ def test_the_head_splitter_cuts_and_its_parts_stay(extract_params):
     assert labels.max() == 2 and len(chars) == 2 and labels[32, 20] != labels[32, 108]  # kept without a centre
     assert models.info["head_splitter_sha256"] == "1" * 64
     assert params_hash(extract_params, models) != params_hash(extract_params, Models(seg, split=split))
+    one = np.full((64, 128, 3), 255, np.uint8)
+    one[(dumbbell() > 0) & (np.arange(128) < 60)] = (30, 40, 60)  # only the left figure is drawn
+    fg = np.zeros((G, G), np.float32)
+    fg[4:13, 19:29] = 1  # the head splitter sees a second figure where the page is blank
+    models = Models(seg, split=FixedSplitter([(32, 32)], (64, 128)),  # no centre of mass on it
+                    heads=FixedSplitter([(32, 32), (32, 96)], (64, 128), fg, name="head_splitter"))
+    labels, chars, _ = extract_page(one, models, extract_params)
+    assert labels.max() == 2 and labels[32, 96] == 2 and labels[32, 20] == 1
+    labels, _, _ = extract_page(one, models, extract_params.model_copy(update={"head_recover_peak": 0.0}))
+    assert labels.max() == 1
 
 
 def test_load_splitter(tmp_path, extract_params, tiny_model):

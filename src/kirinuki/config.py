@@ -130,6 +130,7 @@ class ExtractParams(Section):
     head_peak: float = Field(0.4, gt=0, le=1)
     head_share: float = Field(0.15, gt=0, le=0.5)
     head_separation: float = Field(0.3, ge=0)
+    head_recover_peak: float = Field(0.7, ge=0, le=1)  # a head this strong on no region is a missed character; 0 = off
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
     threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default

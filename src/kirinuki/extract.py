@@ -109,12 +109,15 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
             # where the centres of mass miss it
             labels = drop_centreless(labels, heat, params.min_centre)
             if models.heads is not None:  # two heads in one region are two characters, however they overlap
-                (head_heat, head_offsets, _), seconds = _timed(models.heads, rgb)
+                (head_heat, head_offsets, head_fg), seconds = _timed(models.heads, rgb)
                 labels = split_instances(labels, head_heat, head_offsets, params.head_peak, params.head_share,
                                          params.head_separation)
                 forward += seconds
             labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
                                      params.split_separation)
+            if models.heads is not None:  # a clear head is a character before any centre claims its pixels
+                labels = recover_missed(labels, head_heat, head_offsets, head_fg, params.head_recover_peak,
+                                        params.head_peak, params.min_area)
             labels = recover_missed(labels, heat, offsets, fg, params.recover_peak, params.split_peak,
                                     params.min_area)
         return labels, [(prob, None, None)] * int(labels.max()), forward
