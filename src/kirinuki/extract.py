@@ -8,8 +8,8 @@ records of every page of the run.
 Per page: boxes from the detector (if `extract.detector` is set), then the segmenter
 (ISNet: one soft mask of the page; SAM: one mask per box), then instances (without a
 detector: connected components, cut apart by the learned splitters, at heads and then at
-centres of mass; the second also drops regions that hold no character and adds the
-characters the segmenter missed), then the optional refinement (`extract.refine`).
+centres of mass; both add the characters the segmenter missed, heads first, and the second
+also drops regions that hold no character), then the optional refinement (`extract.refine`).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ region is a character the segmenter missed: the splitter's own foreground that v
 it becomes its region (`recover_missed`).
 The same network trained on heads instead of centres of mass (`extract.head_splitter`)
 cuts before the centres do: characters one in front of the other share a centre of mass,
-not a head.
+not a head. A clear head on no region recovers a missed character before a centre does.
 """
 from __future__ import annotations
 
