@@ -5,8 +5,9 @@ sprites) scaled, flipped, recoloured and overlapped on background pictures, a sh
 of them turned into screentoned monochrome. The composite knows every pixel's
 character, so the targets are exact: a Gaussian at each character's centre (of mass,
 or of its head: `centre`) and, per character pixel, the offset to it. The network is a
-small U-Net trained from scratch on CPU; the result is exported to ONNX with a card beside it. Needs torch
-(the `train` extra); seeded, so the same inputs and arguments give the same pages.
+small U-Net trained from scratch on CPU; the result is exported to ONNX with a card
+beside it. Needs torch (the `train` extra); seeded, so the same inputs and arguments
+give the same pages.
 """
 from __future__ import annotations
 
