@@ -43,6 +43,15 @@ def test_grade_bounds_must_fall(tmp_path):
         load_params(f)
 
 
+def test_head_zoom_is_off_or_a_view_around_the_region(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("extract:\n  head_zoom: 0.8\n")
+    with pytest.raises(ConfigError, match="head_zoom must be 0 .off. or at least 1.1"):
+        load_params(f)
+    f.write_text("extract:\n  head_zoom: 0\n")
+    assert load_params(f).extract.head_zoom == 0
+
+
 def test_digest_changes_with_values():
     a = Params().extract
     assert a.digest() == Params().extract.digest()

@@ -14,7 +14,7 @@ from kirinuki.cli import app
 from kirinuki.extract import Models, extract_page, params_hash
 from kirinuki.segment import load_segmenter
 from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_input, load_splitter, recover_missed,
-                            split_instances)
+                            split_closer, split_instances)
 from kirinuki.train_split import chibi, composite, sketch, targets, training_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +80,47 @@ def test_split_instances_leaves_single_characters_alone():
     assert (split_instances(two, heat, off, 0.5, 0.2, 0.35) == two).all()
 
 
+def two_heads_page():
+    """A 256 px page with the dumbbell's discs drawn red and blue, and its label map."""
+    lab = np.zeros((256, 256), np.uint8)
+    lab[96:160, 64:192] = dumbbell()
+    rgb = np.full((256, 256, 3), 255, np.uint8)
+    rgb[lab > 0] = (0, 0, 0)
+    rgb[(lab > 0) & (np.arange(256) < 88)] = (255, 0, 0)
+    rgb[(lab > 0) & (np.arange(256) > 168)] = (0, 0, 255)
+    return rgb, lab
+
+
+def colour_heads(rgb):
+    """A look that sees a head at the middle of each red or blue part of its view."""
+    heads = [np.argwhere((rgb == c).all(-1)).mean(0) for c in ((255, 0, 0), (0, 0, 255)) if (rgb == c).all(-1).any()]
+    return (*centre_field(heads, rgb.shape[:2]), None)
+
+
+def test_split_closer_cuts_where_two_looks_agree():
+    rgb, lab = two_heads_page()
+    calls = []
+
+    def look(view):
+        calls.append(view.shape[:2])
+        return colour_heads(view)
+
+    out = split_closer(lab, rgb, look, zoom=1.5, peak=0.5, share=0.15, separation=0.3)
+    assert out.max() == 2 and ((out > 0) == (lab > 0)).all()  # cut, no pixel gained or lost
+    assert out[128, 96] != out[128, 160]
+    assert calls == [(163, 163), (152, 152)]  # 1.5 and 1.4 x the region's 109 px: square views around it
+    first = []
+
+    def fickle(view):  # two heads on the first look only
+        first.append(view)
+        return colour_heads(view) if len(first) == 1 else (np.zeros((G, G), np.float32), np.zeros((2, G, G)), None)
+
+    assert (split_closer(lab, rgb, fickle, 1.5, 0.5, 0.15, 0.3) == lab).all() and len(first) == 3
+    assert (split_closer(lab, rgb, look, 0, 0.5, 0.15, 0.3) == lab).all()  # 0 = off
+    calls.clear()
+    assert (split_closer(lab, rgb, look, 2.4, 0.5, 0.15, 0.3) == lab).all() and not calls  # its view: the page
+
+
 def test_drop_centreless_drops_regions_without_a_centre():
     lab = np.zeros((64, 128), np.uint8)
     lab[8:56, 4:60] = 1  # the larger region: scenery, no centre on it
@@ -118,13 +159,17 @@ def test_recover_missed_adds_the_characters_the_segmenter_missed():
 
 
 class FixedSplitter:
-    """A splitter that always predicts the same centres and foreground (GxG; default: none)."""
+    """A splitter that predicts the same centres and foreground (GxG; default: none) on the
+    page of `shape`, and nothing on any other view of it (a closer look)."""
 
     def __init__(self, centres, shape, foreground=None, name="splitter"):
+        self.shape = shape
         self.out = (*centre_field(centres, shape), np.zeros((G, G), np.float32) if foreground is None else foreground)
         self.info = {name: "fixed", f"{name}_sha256": "1" * 64}
 
     def __call__(self, rgb):
+        if rgb.shape[:2] != self.shape:
+            return tuple(np.zeros_like(a) for a in self.out)
         return self.out
 
 

@@ -131,6 +131,8 @@ class ExtractParams(Section):
     head_share: float = Field(0.15, gt=0, le=0.5)
     head_separation: float = Field(0.3, ge=0)
     head_recover_peak: float = Field(0.7, ge=0, le=1)  # a head this strong on no region is a missed character; 0 = off
+    head_zoom: float = Field(1.5, ge=0)  # each region cut at heads again on a crop this x its size; 0 = off, else >= 1.1
+    head_zoom_peak: float = Field(0.6, gt=0, le=1)  # ... at heads at least this high
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
     threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default
@@ -144,6 +146,8 @@ class ExtractParams(Section):
     def _check(self):
         if self.segmenter == "sam" and self.detector == "none":
             raise ValueError("extract.segmenter sam needs boxes: set extract.detector")
+        if 0 < self.head_zoom < 1.1:
+            raise ValueError("extract.head_zoom must be 0 (off) or at least 1.1: every look holds the whole region")
         return self
 
 

@@ -31,7 +31,7 @@ from .imageio import BadImage, find_images, read_image, write_json, write_jsonl,
 from .instances import bbox, crop_box, cutout, instances_from_mask, instances_from_masks
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
-from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_instances
+from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
 
 
 @dataclass
@@ -95,6 +95,37 @@ def _timed(fn, *args):
     return fn(*args), time.perf_counter() - start
 
 
+def _cut(labels: np.ndarray, rgb: np.ndarray, models: Models, params: ExtractParams):
+    """ISNet's regions -> characters, by the splitter and the head splitter (split.py), and
+    the seconds spent in their forward passes."""
+    forward = 0.0
+
+    def look(model, image):
+        nonlocal forward
+        out, seconds = _timed(model, image)
+        forward += seconds
+        return out
+
+    heat, offsets, fg = look(models.split, rgb)
+    # scenery goes before the cuts: a part cut off at a head is a character's even
+    # where the centres of mass miss it
+    labels = drop_centreless(labels, heat, params.min_centre)
+    if models.heads is not None:  # two heads in one region are two characters, however they overlap
+        head_heat, head_offsets, head_fg = look(models.heads, rgb)
+        labels = split_instances(labels, head_heat, head_offsets, params.head_peak, params.head_share,
+                                 params.head_separation)
+    labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
+                             params.split_separation)
+    if models.heads is not None:
+        labels = split_closer(labels, rgb, lambda crop: look(models.heads, crop), params.head_zoom,
+                              params.head_zoom_peak, params.head_share, params.head_separation)
+        # a clear head is a character before any centre claims its pixels
+        labels = recover_missed(labels, head_heat, head_offsets, head_fg, params.head_recover_peak,
+                                params.head_peak, params.min_area)
+    labels = recover_missed(labels, heat, offsets, fg, params.recover_peak, params.split_peak, params.min_area)
+    return labels, forward
+
+
 def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
     """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
     score)] for labels 1..n, seconds in model forward passes)."""
@@ -103,23 +134,8 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
         if models.split is not None:
-            (heat, offsets, fg), seconds = _timed(models.split, rgb)
+            labels, seconds = _cut(labels, rgb, models, params)
             forward += seconds
-            # scenery goes before the cuts: a part cut off at a head is a character's even
-            # where the centres of mass miss it
-            labels = drop_centreless(labels, heat, params.min_centre)
-            if models.heads is not None:  # two heads in one region are two characters, however they overlap
-                (head_heat, head_offsets, head_fg), seconds = _timed(models.heads, rgb)
-                labels = split_instances(labels, head_heat, head_offsets, params.head_peak, params.head_share,
-                                         params.head_separation)
-                forward += seconds
-            labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
-                                     params.split_separation)
-            if models.heads is not None:  # a clear head is a character before any centre claims its pixels
-                labels = recover_missed(labels, head_heat, head_offsets, head_fg, params.head_recover_peak,
-                                        params.head_peak, params.min_area)
-            labels = recover_missed(labels, heat, offsets, fg, params.recover_peak, params.split_peak,
-                                    params.min_area)
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":
