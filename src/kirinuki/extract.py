@@ -116,13 +116,13 @@ def _cut(labels: np.ndarray, rgb: np.ndarray, models: Models, params: ExtractPar
                                  params.head_separation)
     labels = split_instances(labels, heat, offsets, params.split_peak, params.split_share,
                              params.split_separation)
-    if models.heads is not None:
-        labels = split_closer(labels, rgb, lambda crop: look(models.heads, crop), params.head_zoom,
-                              params.head_zoom_peak, params.head_share, params.head_separation)
-        # a clear head is a character before any centre claims its pixels
+    if models.heads is not None:  # a clear head is a character before any centre claims its pixels
         labels = recover_missed(labels, head_heat, head_offsets, head_fg, params.head_recover_peak,
                                 params.head_peak, params.min_area)
     labels = recover_missed(labels, heat, offsets, fg, params.recover_peak, params.split_peak, params.min_area)
+    if models.heads is not None:  # last, so that recovered regions get their closer look too
+        labels = split_closer(labels, rgb, lambda crop: look(models.heads, crop), params.head_zoom,
+                              params.head_zoom_peak, params.head_share, params.head_separation)
     return labels, forward
 
 

@@ -143,28 +143,30 @@ def split_closer(labels: np.ndarray, rgb: np.ndarray, look: Callable[[np.ndarray
         return labels
     h, w = labels.shape
 
-    def cut_at(own: np.ndarray, ys: np.ndarray, xs: np.ndarray, z: float) -> list:
-        """The region's parts on the look at zoom z; none where it stays whole."""
-        side = int(z * max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
+    def cut_at(k: int, box: tuple[int, int, int, int], z: float) -> list:
+        """Region k's parts on the look at zoom z (page coordinates); none where it stays whole."""
+        x, y, bw, bh = box
+        side = int(z * max(bw, bh))
         if side >= max(h, w):
             return []
-        y0 = max(0, min((int(ys.min()) + int(ys.max()) - side) // 2, h - side))
-        x0 = max(0, min((int(xs.min()) + int(xs.max()) - side) // 2, w - side))
-        heat, offsets, _ = look(rgb[y0:y0 + side, x0:x0 + side])
-        cut = split_instances(own[y0:y0 + side, x0:x0 + side].astype(np.uint8), heat, offsets,
-                              peak, share, separation)
-        return [(cy + y0, cx + x0) for cy, cx in (np.nonzero(cut == j) for j in range(1, int(cut.max()) + 1))
-                ] if cut.max() > 1 else []
+        top = max(0, min((2 * y + bh - 1 - side) // 2, h - side))
+        left = max(0, min((2 * x + bw - 1 - side) // 2, w - side))
+        view = np.s_[top:top + side, left:left + side]
+        heat, offsets, _ = look(rgb[view])
+        cut = split_instances((labels[view] == k).astype(np.uint8), heat, offsets, peak, share, separation)
+        if cut.max() < 2:
+            return []
+        return [(ys + top, xs + left) for ys, xs in (np.nonzero(cut == j) for j in range(1, int(cut.max()) + 1))]
 
-    parts = []
+    cuts = {}
     for k in range(1, int(labels.max()) + 1):
-        own = labels == k
-        ys, xs = np.nonzero(own)
-        cut = cut_at(own, ys, xs, zoom)
-        if cut and (cut_at(own, ys, xs, zoom - ZOOM_STEP) or cut_at(own, ys, xs, zoom + ZOOM_STEP)):
-            parts.extend(cut)
-        else:
-            parts.append((ys, xs))
+        box = cv2.boundingRect((labels == k).view(np.uint8))
+        cut = cut_at(k, box, zoom)
+        if cut and (cut_at(k, box, zoom - ZOOM_STEP) or cut_at(k, box, zoom + ZOOM_STEP)):
+            cuts[k] = cut
+    if not cuts:  # most pages: nothing to relabel
+        return labels
+    parts = [part for k in range(1, int(labels.max()) + 1) for part in cuts.get(k, [np.nonzero(labels == k)])]
     return _label_parts(parts, labels.shape)
 
 
