@@ -14,6 +14,8 @@ it becomes its region (`recover_missed`).
 The same network trained on heads instead of centres of mass (`extract.head_splitter`)
 cuts before the centres do: characters one in front of the other share a centre of mass,
 not a head. A clear head on no region recovers a missed character before a centre does.
+Last, the head splitter looks at each region again on a crop around it (`split_closer`):
+at 256 px a small group's heads run together.
 """
 from __future__ import annotations
 
