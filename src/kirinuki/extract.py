@@ -9,7 +9,8 @@ Per page: boxes from the detector (if `extract.detector` is set), then the segme
 (ISNet: one soft mask of the page; SAM: one mask per box), then instances (without a
 detector: connected components, cut apart by the learned splitters, at heads and then at
 centres of mass; both add the characters the segmenter missed, heads first, and the second
-also drops regions that hold no character), then the optional refinement (`extract.refine`).
+also drops regions that hold no character; last, the head splitter looks at each region
+again on a crop around it), then the optional refinement (`extract.refine`).
 """
 from __future__ import annotations
 
