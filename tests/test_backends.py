@@ -154,6 +154,24 @@ def test_boxes_to_masks_assigns_foreground_to_nearest_box_centre():
     assert not boxes_to_masks(fg, np.array([[0, 0, 1, 1]], np.float32)).any()  # foreground outside every box
 
 
+def test_boxes_to_masks_gives_body_priors_the_regions_they_reach():
+    fg = np.zeros((30, 60), bool)
+    fg[5:25, 2:28] = True  # a figure whose arms reach past its guessed body ...
+    fg[5:25, 32:58] = True  # ... and another beside it
+    fg[0:3, 40:44] = True  # a speck no box reaches
+    boxes = np.array([[8, 5, 20, 25], [38, 5, 50, 25]], np.float32)
+    left, right = np.zeros_like(fg), np.zeros_like(fg)
+    left[5:25, 2:28], right[5:25, 32:58] = True, True
+    masks = boxes_to_masks(fg, boxes, priors=True)
+    assert (masks[0] == left).all() and (masks[1] == right).all()  # whole regions; the speck stays out
+    as_detected = boxes_to_masks(fg, boxes)  # detected bodies: nothing outside them (pixel centres in the box)
+    assert (as_detected[0] == left & (np.arange(60) >= 8) & (np.arange(60) < 20)).all()
+    fg[10:12, 28:32] = True  # the two touch: pixels outside the boxes go to the nearer character
+    masks = boxes_to_masks(fg, boxes, priors=True)
+    assert masks[0][10:12, 20:29].all() and masks[1][10:12, 29:38].all()  # box edges 20 and 38
+    assert not (masks[0] & masks[1]).any() and (masks.any(0) == fg & ~(np.arange(30) < 3)[:, None]).all()
+
+
 def test_grabcut_refines_a_coarse_mask_deterministically():
     import cv2
     rgb = np.full((80, 80, 3), 235, np.uint8)
@@ -217,7 +235,8 @@ def test_weights_paths_resolve_beside_params_and_hash_by_content(tmp_path, backe
 def test_yolo_detector_wiring(backend_params):
     detect = load_detector(backend_params)
     rgb = two_figures()
-    xyxy, scores = detect(rgb)
+    xyxy, scores, priors = detect(rgb)
+    assert not priors  # boxes: body -> boxes as detected
     assert xyxy.dtype == np.float32 and scores.dtype == np.float32
     assert xyxy.shape == (len(scores), 4) and 1 <= len(scores) <= 3
     assert (xyxy >= 0).all() and (xyxy[:, [0, 2]] <= 128).all() and (xyxy[:, [1, 3]] <= 96).all()
@@ -228,6 +247,7 @@ def test_yolo_detector_wiring(backend_params):
     heads = load_detector(backend_params.model_copy(update={
         "yolo": backend_params.yolo.model_copy(update={"boxes": "head"})}))(rgb)
     np.testing.assert_array_equal(heads.xyxy, head_to_body(xyxy, rgb.shape, 7.0, 3.0))
+    assert heads.priors
 
 
 @needs_backends

@@ -20,6 +20,7 @@ from .models import INSTALL_BACKENDS, BackendUnavailable, sha256_file, torch_set
 class Boxes(NamedTuple):
     xyxy: np.ndarray  # Nx4 float32, page pixels
     scores: np.ndarray  # N float32 detection confidence
+    priors: bool = False  # True: body priors grown from heads, a guess at each figure's extent
 
 
 class Detector(Protocol):
@@ -81,7 +82,7 @@ class YoloDetector:
         scores = result.boxes.conf.cpu().numpy().astype(np.float32)
         if p.boxes == "head":
             xyxy = head_to_body(xyxy, rgb.shape, p.body_heads_tall, p.body_heads_wide)
-        return Boxes(xyxy, scores)
+        return Boxes(xyxy, scores, p.boxes == "head")
 
 
 def _yolo(params: ExtractParams) -> YoloDetector:

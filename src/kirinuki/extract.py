@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import cv2
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from . import __version__
@@ -70,12 +72,15 @@ class Char:
     detection_score: Optional[float]  # the detector's confidence in the character's box
 
 
-def boxes_to_masks(fg: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+def boxes_to_masks(fg: np.ndarray, xyxy: np.ndarray, priors: bool = False) -> np.ndarray:
     """HxW bool foreground, Nx4 xyxy boxes -> NxHxW bool disjoint masks.
 
     Each foreground pixel inside at least one box goes to the box whose centre is
     nearest, in units of that box's size (so a small box inside a large one keeps the
-    pixels around its centre); foreground outside every box is no character.
+    pixels around its centre); foreground outside every box is no character, unless the
+    boxes are `priors` (bodies guessed from heads): then a foreground region that a box
+    reaches goes whole to the characters, each pixel outside the boxes to the nearest
+    character's pixels, as arms, hair and skirts reach past a guessed body.
     """
     h, w = fg.shape
     xs = np.arange(w, dtype=np.float32)[None] + 0.5  # pixel centres
@@ -87,6 +92,13 @@ def boxes_to_masks(fg: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         d = ((xs - (x0 + x1) / 2) / max(x1 - x0, 1)) ** 2 + ((ys - (y0 + y1) / 2) / max(y1 - y0, 1)) ** 2
         nearer = inside & (d < best)
         best[nearer], owner[nearer] = d[nearer], i
+    if priors and (owner >= 0).any():
+        n, regions = cv2.connectedComponents(fg.astype(np.uint8))
+        reached = np.zeros(n, bool)
+        reached[regions[owner >= 0]] = True
+        rest = reached[regions] & (owner < 0)
+        _, (iy, ix) = ndimage.distance_transform_edt(owner < 0, return_indices=True)
+        owner[rest] = owner[iy[rest], ix[rest]]
     return owner[None] == np.arange(len(xyxy), dtype=np.int32)[:, None, None]
 
 
@@ -138,14 +150,14 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
             labels, seconds = _cut(labels, rgb, models, params)
             forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
-    (xyxy, det), forward = _timed(models.detect, rgb)
+    (xyxy, det, priors), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":
         (probs, ious), seconds = _timed(models.segment, rgb, xyxy)
         labels, src = instances_from_masks(probs >= params.threshold, ious, params.min_area, params.fill_holes)
         meta = [(probs[i], float(ious[i]), float(det[i])) for i in src]
     else:
         prob, seconds = _timed(models.segment, rgb)
-        masks = boxes_to_masks(prob >= params.threshold, xyxy)
+        masks = boxes_to_masks(prob >= params.threshold, xyxy, priors)
         labels, src = instances_from_masks(masks, det, params.min_area, params.fill_holes)
         meta = [(prob, None, float(det[i])) for i in src]
     return labels, meta, forward + seconds
