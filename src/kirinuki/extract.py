@@ -31,7 +31,7 @@ from . import __version__
 from .config import ExtractParams
 from .detect import Detector, load_detector
 from .imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
-from .instances import bbox, crop_box, cutout, instances_from_mask, instances_from_masks
+from .instances import crop_box, cutout, instances_from_mask, instances_from_masks
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
 from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
@@ -62,10 +62,11 @@ class Models:
 
 @dataclass
 class Char:
-    """One character of a page: label k, bbox and crop box (xyxy), its hxwx4 RGBA cut-out."""
+    """One character of a page: label k, bbox and crop box (xyxy), area, its hxwx4 RGBA cut-out."""
     k: int
     box: tuple[int, int, int, int]
     crop: tuple[int, int, int, int]
+    area: int  # pixels
     rgba: np.ndarray
     confidence: float  # mean mask probability inside
     predicted_iou: Optional[float]  # SAM's own estimate of its mask's IoU; None for ISNet
@@ -177,11 +178,12 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
                                              params.min_area, params.fill_holes)
         meta = [meta[i] for i in order]
     chars = []
-    for k, (prob, iou, score) in enumerate(meta, start=1):
-        mask = labels == k
-        box = bbox(mask)
+    for k, ((ys, xs), (prob, iou, score)) in enumerate(zip(ndimage.find_objects(labels), meta), start=1):
+        mask = labels[ys, xs] == k  # within the character's box: a page-wide mask per character costs more
+        box = xs.start, ys.start, xs.stop, ys.stop
         crop = crop_box(box, labels.shape, params.margin)
-        chars.append(Char(k, box, crop, cutout(rgb, labels, k, crop), float(prob[mask].mean()), iou, score))
+        chars.append(Char(k, box, crop, int(mask.sum()), cutout(rgb, labels, k, crop),
+                          float(prob[ys, xs][mask].mean()), iou, score))
     return labels, chars, forward
 
 
@@ -218,7 +220,7 @@ def process_image(path: Path, out: Path, models: Models, params: ExtractParams, 
     for c in chars:
         write_png(page_dir / f"char_{c.k}.png", c.rgba)
         records.append({"image": path.stem, "k": c.k, "bbox": list(c.box), "crop": list(c.crop),
-                        "area": int((labels == c.k).sum()), "confidence": round(c.confidence, 4),
+                        "area": c.area, "confidence": round(c.confidence, 4),
                         "predicted_iou": _round(c.predicted_iou), "detection_score": _round(c.detection_score)})
     for stale in page_dir.glob("char_*.png"):  # left over from an earlier run with more characters
         if int(stale.stem.split("_")[1]) > len(chars):

@@ -64,14 +64,16 @@ def read_jsonl(path: Path) -> list[dict]:
 def write_png(path: Path, array: np.ndarray) -> None:
     """Write HxW (uint8/uint16), HxWx3 RGB or HxWx4 RGBA uint8 as PNG, atomically.
 
-    PNG via OpenCV with fixed compression is byte-for-byte deterministic. zlib level 1:
-    cut-outs write 2.3x faster than at level 6 and are ~10% larger.
+    PNG via OpenCV with fixed settings is byte-for-byte deterministic. zlib level 1: cut-outs
+    write 2.3x faster than at level 6 and are ~10% larger; one row filter (Up) instead of
+    trying all five per row: 2x faster again, 1% larger (realbench cut-outs and labels).
     """
     if array.ndim == 3:
         code = cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
         array = cv2.cvtColor(array, code)
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), array, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        if not cv2.imwrite(str(tmp), array, [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                                          cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]):
             raise OSError(f"{path}: could not write PNG")
 
 

@@ -24,11 +24,11 @@ from typing import Callable, Optional
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+from scipy import ndimage
 
 from .config import ExtractParams
 from .instances import label_dtype
-from .models import sha256_file
+from .models import onnx_session, sha256_file
 
 
 def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:
@@ -56,10 +56,7 @@ class Splitter:
     outputs = ["centres", "offsets", "foreground"]
 
     def __init__(self, model: Path, threads: int = 0, name: str = "splitter"):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.use_deterministic_compute = True
-        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model, threads)
         missing = set(self.outputs) - {o.name for o in self.session.get_outputs()}
         if missing:
             raise ValueError(f"extract.{name} {model}: no output {', '.join(sorted(missing))} "
@@ -183,15 +180,19 @@ def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) 
     n = int(labels.max())
     if n == 0 or min_centre <= 0:
         return labels
-    ys, xs = np.nonzero(labels)
     g = heatmap.shape[0]
     scale = g / max(labels.shape)
+    cy, cx = (np.minimum((np.arange(side) * scale).astype(np.intp), g - 1) for side in labels.shape)
     peak = np.zeros(n + 1, np.float32)
-    np.maximum.at(peak, labels[ys, xs], heatmap[_cells(ys, xs, scale, g)])
+    for k, (sy, sx) in enumerate(ndimage.find_objects(labels), start=1):  # each region within its box
+        if sy is not None:
+            peak[k] = heatmap[np.ix_(cy[sy], cx[sx])][labels[sy, sx] == k].max()
     kept = np.flatnonzero(peak[1:] >= min_centre) + 1
-    lut = np.zeros(n + 1, np.intp)
+    if len(kept) == n and labels.dtype == label_dtype(n):  # most pages: nothing to drop
+        return labels
+    lut = np.zeros(n + 1, label_dtype(len(kept)))
     lut[kept] = np.arange(1, len(kept) + 1)
-    return lut[labels].astype(label_dtype(len(kept)))
+    return lut[labels]
 
 
 def recover_missed(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray, foreground: np.ndarray,
