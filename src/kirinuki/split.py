@@ -182,7 +182,7 @@ def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) 
         return labels
     g = heatmap.shape[0]
     scale = g / max(labels.shape)
-    cy, cx = (np.minimum((np.arange(side) * scale).astype(np.intp), g - 1) for side in labels.shape)
+    cy, cx = _cells(np.arange(labels.shape[0]), np.arange(labels.shape[1]), scale, g)  # of each row, column
     peak = np.zeros(n + 1, np.float32)
     for k, (sy, sx) in enumerate(ndimage.find_objects(labels), start=1):  # each region within its box
         if sy is not None:
