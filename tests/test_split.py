@@ -276,6 +276,10 @@ def test_composites_are_exact_and_seeded(tmp_path):
     assert set(np.unique(labels)) == set(range(labels.max() + 1))  # 0..n, no gaps
     a, b = training_set(sprites, bgs, 4, seed=1, manga_share=0.5), training_set(sprites, bgs, 4, seed=1, manga_share=0.5)
     assert all((x == y).all() for x, y in zip(a, b))
+    drawn = training_set(sprites, bgs, 4, seed=1, manga_share=0.5, drawn_share=1.0)
+    assert all((x == y).all() for x, y in zip(drawn, training_set(sprites, bgs, 4, seed=1, manga_share=0.5,
+                                                                   drawn_share=1.0)))
+    assert not (drawn[0] == a[0]).all()  # drawn figures, not the sprites
     heat, off, fg = targets(np.pad(np.ones((64, 64), np.uint8), ((0, 192), (0, 192))))
     assert heat.shape == fg.shape == (128, 128) and off.shape == (2, 128, 128)
     assert heat.max() > 0.9 and fg.sum() == 32 * 32  # a 32x32 character, centre of mass (15.5, 15.5)

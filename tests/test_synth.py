@@ -13,7 +13,7 @@ import pytest
 from kirinuki.config import SynthParams
 from kirinuki.imageio import read_label_png
 from kirinuki.synth import (MANIFEST_COLUMNS, MIN_VISIBLE, _cast, _paint, author_style, describe_labels,
-                            render_page, write_dataset)
+                            figure_sprite, render_page, write_dataset)
 
 W, H = 192, 256
 SMALL = SynthParams(authors=["aoki", "mori"], pages_per_author=4, width=W, height=H)
@@ -77,6 +77,20 @@ def test_labels_are_exactly_the_painted_pixels():
         labels = np.zeros((400, 300), np.uint8)
         _paint(ops, rgb, labels, 5, xf, 2)
         assert np.array_equal((rgb != (1, 2, 3)).any(axis=2), labels == 5)
+
+
+def test_figure_sprite_is_one_whole_figure_cropped_tight():
+    rng, looks = np.random.default_rng(0), set()
+    for _ in range(6):
+        s = figure_sprite(rng, 200)
+        assert s.dtype == np.uint8 and s.shape[2] == 4 and 190 <= s.shape[0] <= 200
+        alpha = s[..., 3]
+        assert set(np.unique(alpha)) == {0, 255}  # hard edges: the label is exact
+        assert alpha[0].any() and alpha[-1].any() and alpha[:, 0].any() and alpha[:, -1].any()
+        assert cv2.connectedComponents((alpha > 0).astype(np.uint8))[0] == 2  # one piece
+        looks.add(tuple(np.median(s[alpha > 0][:, :3], axis=0)))
+    assert len(looks) == 6  # a new character each time
+    assert np.array_equal(figure_sprite(np.random.default_rng(1), 150), figure_sprite(np.random.default_rng(1), 150))
 
 
 def test_black_page():

@@ -80,12 +80,14 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
                        seed: int = typer.Option(0, help="seeds the composites and the training"),
                        centre: str = typer.Option("mass", help="what each character's centre is: mass (extract.splitter) "
                                                   "or head (extract.head_splitter)"),
+                       drawn_share: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the characters drawn "
+                                                         "afresh by synth instead of taken from --sprites"),
                        threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default")):
     """Train the splitter that cuts touching characters apart (extract.splitter) on sprite composites."""
     from .train_split import train_splitter
     try:
         card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
-                              threads=threads, log=lambda m: typer.echo(m, err=True))
+                              drawn_share=drawn_share, threads=threads, log=lambda m: typer.echo(m, err=True))
     except (RuntimeError, ValueError) as e:
         _fail(str(e))
     typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)

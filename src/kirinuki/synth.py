@@ -547,6 +547,21 @@ def _extent(ops: list[_Op], m: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
+def figure_sprite(rng: np.random.Generator, height: int) -> np.ndarray:
+    """One whole character of a random author, `height` px tall, as an RGBA sprite (alpha
+    255 on its pixels, 0 elsewhere): figures with endless looks for train_split's composites."""
+    author = author_style(f"sprite{rng.integers(2 ** 31)}", 0)
+    ops = _figure_ops(_new_character(rng, author))
+    x0, y0, x1, y1 = _extent(ops, np.eye(2))
+    u = (height - 4) / (y1 - y0)
+    rgb = np.zeros((height, int((x1 - x0) * u) + 5, 3), np.uint8)
+    labels = np.zeros(rgb.shape[:2], np.uint8)
+    xf = np.array([[u, 0.0, 2 - x0 * u], [0.0, u, 2 - y0 * u]])
+    _paint(ops, rgb, labels, 1, xf, max(1, round(0.03 * u)))  # render_page's pen for a figure this size
+    ys, xs = np.nonzero(labels)
+    return np.dstack([rgb, labels * 255])[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
 # ----------------------------------------------------------------------------- placement
 
 def _cast(rng: np.random.Generator, n: int, w: int, h: int, author: AuthorStyle, paneled: bool):

@@ -23,6 +23,7 @@ import numpy as np
 from .imageio import IMAGE_SUFFIXES, atomic_path, write_json
 from .models import card_path, sha256_file
 from .split import grid_input
+from .synth import figure_sprite
 
 INPUT = 256  # network input side
 GRID = 128  # output grid side (stride 2)
@@ -114,14 +115,16 @@ def chibi(rgba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.random.Generator,
-              side: int = 640, manga_share: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+              side: int = 640, manga_share: float = 0.3, drawn_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One training page: (HxWx3 uint8, HxW uint8 labels 0 = background, 1..n back to front).
 
     Characters are 0.15-1.15 page heights tall, mostly standing on or cut by the bottom
     edge; half of them stand next to or in front of an earlier one (the cases connected
     components merge), and later ones occlude earlier ones. Some are recoloured, drawn as
     a pale rough or given chibi proportions, so that the net learns characters rather than
-    these sprites. A character left with less than 0.4% of the page visible is background.
+    these sprites. A `drawn_share` of the characters are drawn afresh by synth (a new face,
+    hair, outfit and pose each time) instead. A character left with less than 0.4% of the
+    page visible is background.
     """
     h, w = (side, side * 3 // 4) if rng.random() < 0.5 else (side * 3 // 4, side)
     bg = backgrounds[rng.integers(len(backgrounds))]
@@ -135,7 +138,8 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     n = rng.choice(4, p=[0.08, 0.3, 0.34, 0.28])
     centres = []  # x centres of the characters placed so far
     for k in range(1, n + 1):
-        s = sprites[rng.integers(len(sprites))]
+        drawn = drawn_share and rng.random() < drawn_share
+        s = figure_sprite(rng, int(1.15 * h)) if drawn else sprites[rng.integers(len(sprites))]
         if rng.random() < 0.5:
             s = s[:, ::-1]
         if rng.random() < 0.15:
@@ -195,7 +199,8 @@ def targets(labels: np.ndarray, centre: str = "mass") -> tuple[np.ndarray, np.nd
     return heat, offsets, (lab > 0).astype(np.float32)
 
 
-def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float, centre: str = "mass"):
+def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float, centre: str = "mass",
+                 drawn_share: float = 0.0):
     """n composites at the network's input size -> (Nx3xSxS uint8, targets as float32 arrays)."""
     rng = np.random.default_rng(seed)
     x = np.zeros((n, 3, INPUT, INPUT), np.uint8)
@@ -203,7 +208,7 @@ def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float, ce
     off = np.zeros((n, 2, GRID, GRID), np.float32)
     fg = np.zeros((n, 1, GRID, GRID), np.float32)
     for i in range(n):
-        page, labels = composite(sprites, backgrounds, rng, manga_share=manga_share)
+        page, labels = composite(sprites, backgrounds, rng, manga_share=manga_share, drawn_share=drawn_share)
         x[i] = grid_input(page, INPUT).transpose(2, 0, 1)
         heat[i, 0], off[i], fg[i, 0] = targets(grid_input(labels, INPUT, cv2.INTER_NEAREST), centre)
     return x, heat, off, fg
@@ -242,7 +247,7 @@ def build_net(torch, widths=(16, 32, 64, 96, 128)):
 
 def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, steps: int = 3000,
                    samples: int = 6000, batch: int = 16, seed: int = 0, manga_share: float = 0.3,
-                   centre: str = "mass", threads: int = 0,
+                   centre: str = "mass", drawn_share: float = 0.0, threads: int = 0,
                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
     """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it."""
     try:
@@ -260,7 +265,7 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
         torch.set_num_threads(threads)
     start = time.perf_counter()
     x, heat, off, fg = (torch.from_numpy(a)
-                        for a in training_set(sprites, backgrounds, samples, seed, manga_share, centre))
+                        for a in training_set(sprites, backgrounds, samples, seed, manga_share, centre, drawn_share))
     log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
         f"in {time.perf_counter() - start:.0f} s")
     net = build_net(torch)
@@ -289,7 +294,7 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
             "normalisation": "RGB/255 - 0.5, top-left aligned (split.grid_input)",
             "sprite_dirs": [str(d) for d in sprite_dirs], "background_dirs": [str(d) for d in background_dirs],
             "sprites": len(sprites), "backgrounds": len(backgrounds), "samples": samples, "steps": steps,
-            "batch": batch, "seed": seed, "manga_share": manga_share, "centre": centre,
+            "batch": batch, "seed": seed, "manga_share": manga_share, "centre": centre, "drawn_share": drawn_share,
             "final_losses": {"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
                              "foreground": round(l_fg.item(), 4)},
             "seconds": round(time.perf_counter() - start), "torch": torch.__version__,
