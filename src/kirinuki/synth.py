@@ -557,7 +557,7 @@ def figure_sprite(rng: np.random.Generator, height: int) -> np.ndarray:
     rgb = np.zeros((height, int((x1 - x0) * u) + 5, 3), np.uint8)
     labels = np.zeros(rgb.shape[:2], np.uint8)
     xf = np.array([[u, 0.0, 2 - x0 * u], [0.0, u, 2 - y0 * u]])
-    _paint(ops, rgb, labels, 1, xf, max(1, round(0.03 * u)))  # render_page's pen for a figure this size
+    _paint(ops, rgb, labels, 1, xf, max(1, round(0.03 * u)))  # a pen 0.03 head wide, render_page's for small figures
     ys, xs = np.nonzero(labels)
     return np.dstack([rgb, labels * 255])[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 

@@ -138,7 +138,7 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     n = rng.choice(4, p=[0.08, 0.3, 0.34, 0.28])
     centres = []  # x centres of the characters placed so far
     for k in range(1, n + 1):
-        drawn = drawn_share and rng.random() < drawn_share
+        drawn = drawn_share and rng.random() < drawn_share  # no draw at 0: the composites stay as they were
         s = figure_sprite(rng, int(1.15 * h)) if drawn else sprites[rng.integers(len(sprites))]
         if rng.random() < 0.5:
             s = s[:, ::-1]
