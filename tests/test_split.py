@@ -7,14 +7,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
+
+from conftest import build_tiny_isnet
 
 from kirinuki.cli import app
 from kirinuki.extract import Models, extract_page, params_hash
+from kirinuki.models import sha256_file
 from kirinuki.segment import load_segmenter
-from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_input, load_splitter, recover_missed,
-                            split_closer, split_instances)
+from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_features, grid_input, load_splitter,
+                            recover_missed, split_closer, split_instances)
 from kirinuki.train_split import chibi, composite, sketch, targets, training_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +172,7 @@ class FixedSplitter:
         self.out = (*centre_field(centres, shape), np.zeros((G, G), np.float32) if foreground is None else foreground)
         self.info = {name: "fixed", f"{name}_sha256": "1" * 64}
 
-    def __call__(self, rgb):
+    def __call__(self, rgb, features=None):
         if rgb.shape[:2] != self.shape:
             return tuple(np.zeros_like(a) for a in self.out)
         return self.out
@@ -331,3 +336,109 @@ def test_augmentations_change_the_look_not_the_character():
     rough = sketch(sprite[..., :3], rng)
     assert rough.shape == (120, 60, 3) and rough.dtype == np.uint8
     assert np.median(rough) > 190  # a pale fill with lines, whatever the colours were
+
+
+def build_featured_isnet(path: Path, darkness: float = -40.0 / 3) -> Path:
+    """A 256 px ISNet-shaped model with ISNet's two inner tensors: `/stage4/Add_output_0`
+    (4x16x16, 1/16 of the input, quantised to uint8 as in the int8 ISNet) and
+    `/stage5/Add_output_0` (4x8x8, float): average pools of the input through a 1x1 conv."""
+    init = [numpy_helper.from_array(np.full((1, 3, 1, 1), darkness, np.float32), "w"),
+            numpy_helper.from_array(np.array([16.0], np.float32), "b"),
+            numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3, 1, 1) - 5, "wf"),
+            numpy_helper.from_array(np.array(0.05, np.float32), "/stage4/Add_output_0_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "/stage4/Add_output_0_zero_point")]
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["logit"]),
+             helper.make_node("Sigmoid", ["logit"], ["output"])]
+    for stage, k in ((4, 16), (5, 32)):
+        nodes += [helper.make_node("AveragePool", ["input"], [f"pool{stage}"], kernel_shape=[k, k], strides=[k, k]),
+                  helper.make_node("Conv", [f"pool{stage}", "wf"], [f"conv{stage}"]),
+                  helper.make_node("Add", [f"conv{stage}", f"conv{stage}"], [f"/stage{stage}/Add_output_0"])]
+    nodes.append(helper.make_node("QuantizeLinear", ["/stage4/Add_output_0", "/stage4/Add_output_0_scale",
+                                                     "/stage4/Add_output_0_zero_point"],
+                                  ["/stage4/Add_output_0_QuantizeLinear_Output"]))
+    graph = helper.make_graph(nodes, "featured_isnet",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 256, 256])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 256, 256])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    path.with_suffix(".json").write_text(json.dumps({"mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0],
+                                                     "letterbox": False}))
+    return path
+
+
+def test_grid_features_sit_where_grid_input_puts_the_page():
+    f = np.arange(2 * 4 * 8, dtype=np.float32).reshape(2, 4, 8)  # a map over a page twice as wide as tall
+    out = grid_features(f, (50, 100), 16)
+    assert out.shape == (2, 16, 16) and out.dtype == np.float32
+    assert (out[:, 8:] == 0).all() and (out[:, :8] > 0).any()  # top half, like grid_input's page
+    wide = np.ones((300, 64, 64), np.uint8)  # more channels than one OpenCV resize takes in one go
+    assert (grid_features(wide, (64, 64), 32) == 1).all()
+
+
+def test_isnet_hands_out_the_features_a_splitter_reads(tmp_path):
+    from kirinuki.config import ExtractParams
+    from kirinuki.train_split import FEATURE_STAGES
+    model = build_featured_isnet(tmp_path / "isnet.onnx")
+    seg = load_segmenter(ExtractParams(model=model, input_size=256), FEATURE_STAGES)
+    # the quantised stage 4 is read where there is one, and dequantised; stage 5 as it is
+    assert seg.read == {"/stage4/Add_output_0": ("/stage4/Add_output_0_QuantizeLinear_Output", pytest.approx(0.05), 128),
+                        "/stage5/Add_output_0": ("/stage5/Add_output_0", 1.0, 0)}
+    rgb = np.random.default_rng(0).integers(0, 255, (120, 90, 3), np.uint8)
+    prob, feats = seg.run(rgb)
+    assert prob.shape == (120, 90) and (prob == seg(rgb)).all()
+    f4, f5 = feats["/stage4/Add_output_0"], feats["/stage5/Add_output_0"]
+    assert f4.shape == (4, 16, 16) and f5.shape == (4, 8, 8) and f4.dtype == f5.dtype == np.float32  # stretched: whole maps
+    codes = np.round(f4 / np.float32(0.05) + 128)
+    assert (np.abs(f4 - (codes - 128) * np.float32(0.05)) < 1e-6).all() and (codes % 1 == 0).all()
+    with pytest.raises(ValueError, match="no tensor /stage9/Add_output_0 .not the ISNet a splitter reads"):
+        load_segmenter(ExtractParams(model=model, input_size=256), ("/stage9/Add_output_0",))
+    with pytest.raises(ValueError, match="extract.segmenter sam: the splitter reads ISNet's features"):
+        load_segmenter(ExtractParams(model=model, segmenter="sam", detector="yolo"), FEATURE_STAGES)
+
+
+def test_a_splitter_trained_on_isnet_features_cuts_pages_and_keeps_its_cache(tmp_path):
+    pytest.importorskip("torch")
+    import yaml
+    _sprites_and_backgrounds(tmp_path)
+    model = build_featured_isnet(tmp_path / "isnet.onnx")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"extract": {"model": str(model), "input_size": 256}}))
+    out, cache = tmp_path / "splitter.onnx", tmp_path / "cache"
+    args = ["train-splitter", "--sprites", str(tmp_path / "sprites"), "--backgrounds", str(tmp_path / "bg"),
+            "-o", str(out), "--steps", "2", "--threads", "1", "--isnet-features", "--params", str(params)]
+    r = CliRunner().invoke(app, args + ["--samples", "3"])
+    assert r.exit_code == 1 and "--isnet-features needs --cache DIR" in r.output
+    r = CliRunner().invoke(app, args + ["--samples", "3", "--cache", str(cache)])
+    assert r.exit_code == 0, r.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["isnet_features"] == ["/stage4/Add_output_0", "/stage5/Add_output_0"]
+    assert card["isnet_sha256"] == card["isnet_model_sha256"] == sha256_file(model)  # a float model is its own source
+    assert np.load(cache / "part_000" / "f0.npy").dtype == np.uint8  # the int8 stage's codes
+    first = (cache / "part_000" / "f0.npy").read_bytes()
+    assert np.load(cache / "part_000" / "f0.npy").shape == (3, 4, 16, 16)
+    assert np.load(cache / "part_000" / "t.npy").shape == (3, 7, 128, 128)
+    r = CliRunner().invoke(app, args + ["--samples", "5", "--cache", str(cache)])  # reuses 3, makes 2 more
+    assert r.exit_code == 0, r.output
+    assert json.loads((cache / "cache.json").read_text())["parts"] == [3, 2]
+    assert (cache / "part_000" / "f0.npy").read_bytes() == first
+    r = CliRunner().invoke(app, args + ["--samples", "5", "--cache", str(cache), "--seed", "1"])
+    assert r.exit_code == 1 and "holds composites made with other seed; use another folder" in r.output
+
+    from kirinuki.config import ExtractParams
+    p = ExtractParams(model=model, input_size=256, min_area=0.01, splitter=out, head_splitter=None)
+    models = Models.load(p)
+    assert models.split.features == {"/stage4/Add_output_0": 16, "/stage5/Add_output_0": 8}
+    rgb = np.full((96, 128, 3), 255, np.uint8)
+    rgb[dumbbell(96, 128) > 0] = (30, 40, 60)
+    labels, chars, _ = extract_page(rgb, models, p)
+    again, _, _ = extract_page(rgb, Models.load(p), p)
+    assert labels.max() >= 1 and (labels == again).all()  # byte-identical on a second load
+    other = build_featured_isnet(tmp_path / "other.onnx", darkness=-10.0)
+    with pytest.raises(ValueError, match="trained on the features of ISNet .* is ISNet "):
+        Models.load(ExtractParams(model=other, input_size=256, splitter=out, head_splitter=None))
+    card = json.loads(other.with_suffix(".json").read_text())  # requantised from the same float network
+    other.with_suffix(".json").write_text(json.dumps({**card, "source_sha256": sha256_file(model)}))
+    assert Models.load(ExtractParams(model=other, input_size=256, splitter=out, head_splitter=None)).split
+    with pytest.raises(ValueError, match="reads ISNet's features, which only extract.splitter can"):
+        load_splitter(ExtractParams(model=model, input_size=256, head_splitter=out), "head_splitter")

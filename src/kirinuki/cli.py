@@ -82,13 +82,20 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
                                                   "or head (extract.head_splitter)"),
                        drawn_share: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the characters drawn "
                                                          "afresh by synth instead of taken from --sprites"),
-                       threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default")):
+                       threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default"),
+                       isnet_features: bool = typer.Option(False, "--isnet-features", help="also read the encoder "
+                                                           "features of the ISNet in extract.model (params)"),
+                       cache: Optional[Path] = typer.Option(None, "--cache", help="with --isnet-features: folder for "
+                                                            "the composites and their features, reused and extended"),
+                       params: Optional[Path] = ParamsOpt):
     """Train the splitter that cuts touching characters apart (extract.splitter) on sprite composites."""
     from .train_split import train_splitter
     try:
         card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
-                              drawn_share=drawn_share, threads=threads, log=lambda m: typer.echo(m, err=True))
-    except (RuntimeError, ValueError) as e:
+                              drawn_share=drawn_share, threads=threads,
+                              isnet=_params(params).extract if isnet_features else None, cache=cache,
+                              log=lambda m: typer.echo(m, err=True))
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)
 
@@ -104,7 +111,7 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
     from .models import BackendUnavailable
     try:
         s = run_extract(inputs, out, _params(params).extract, max_files=max_files, progress=progress)
-    except (FileNotFoundError, BackendUnavailable) as e:
+    except (FileNotFoundError, BackendUnavailable, ValueError) as e:
         _fail(str(e))
     per_page = f", median {sorted(s.seconds)[len(s.seconds) // 2]:.2f} s/page" if s.seconds else ""
     typer.echo(f"{s.pages} pages ({s.skipped} already done), {s.characters} characters, "

@@ -32,6 +32,7 @@ from .config import ExtractParams
 from .detect import Detector, load_detector
 from .imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
 from .instances import crop_box, cutout, instances_from_mask, instances_from_masks
+from .models import network_sha256
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
 from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
@@ -54,9 +55,17 @@ class Models:
 
     @classmethod
     def load(cls, params: ExtractParams) -> "Models":
-        detect = load_detector(params)  # in pipeline order
-        split = None if detect else load_splitter(params)
-        return cls(detect=detect, segment=load_segmenter(params), split=split,
+        detect = load_detector(params)
+        split = None if detect else load_splitter(params)  # before the segmenter: it names the features ISNet hands out
+        features = tuple(split.features) if split else ()
+        segment = load_segmenter(params, features)
+        network = network_sha256(params.model, segment.info["model_sha256"]) if features else None
+        if features and network != split.isnet_sha256:  # features of another ISNet mean nothing
+            raise ValueError(f"extract.splitter {params.splitter}: trained on the features of ISNet "
+                             f"{str(split.isnet_sha256)[:12]}, extract.model {params.model} is ISNet "
+                             f"{network[:12]}; retrain it with `kirinuki train-splitter --isnet-features` "
+                             "or use another splitter")
+        return cls(detect=detect, segment=segment, split=split,
                    heads=load_splitter(params, "head_splitter") if split else None)
 
 
@@ -109,18 +118,18 @@ def _timed(fn, *args):
     return fn(*args), time.perf_counter() - start
 
 
-def _cut(labels: np.ndarray, rgb: np.ndarray, models: Models, params: ExtractParams):
-    """ISNet's regions -> characters, by the splitter and the head splitter (split.py), and
-    the seconds spent in their forward passes."""
+def _cut(labels: np.ndarray, rgb: np.ndarray, features: dict, models: Models, params: ExtractParams):
+    """ISNet's regions (and the features it handed out for the splitter) -> characters, by the
+    splitter and the head splitter (split.py), and the seconds spent in their forward passes."""
     forward = 0.0
 
-    def look(model, image):
+    def look(model, *args):
         nonlocal forward
-        out, seconds = _timed(model, image)
+        out, seconds = _timed(model, *args)
         forward += seconds
         return out
 
-    heat, offsets, fg = look(models.split, rgb)
+    heat, offsets, fg = look(models.split, rgb, features)
     # scenery goes before the cuts: a part cut off at a head is a character's even
     # where the centres of mass miss it
     labels = drop_centreless(labels, heat, params.min_centre)
@@ -144,11 +153,11 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
     """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
     score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
-        prob, forward = _timed(models.segment, rgb)
+        (prob, features), forward = _timed(models.segment.run, rgb)
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
         if models.split is not None:
-            labels, seconds = _cut(labels, rgb, models, params)
+            labels, seconds = _cut(labels, rgb, features, models, params)
             forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det, priors), forward = _timed(models.detect, rgb)

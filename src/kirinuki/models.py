@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from .config import ModelParams, ModelSource
 from .imageio import atomic_path, write_json
@@ -75,8 +75,8 @@ def torch_setup(device: str, threads: int):
     return torch
 
 
-def onnx_session(model: Path, threads: int):
-    """An onnxruntime CPU session set for reproducible inference.
+def onnx_session(model: Union[Path, bytes], threads: int):
+    """An onnxruntime CPU session (of a file, or of a serialised graph) set for reproducible inference.
 
     Deterministic kernels; `threads` intra-op threads when > 0. Idle threads sleep instead
     of spinning: on the 2-core CPU the spinning pool steals cycles from the Python work
@@ -88,7 +88,14 @@ def onnx_session(model: Path, threads: int):
     opts.intra_op_num_threads = threads
     opts.use_deterministic_compute = True
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
+
+
+def network_sha256(model: Path, sha256: str) -> str:
+    """The sha256 of the float network `model` (whose own is `sha256`) is: its card's
+    `source_sha256` for a quantised one (`kirinuki quantize-model` records it), else its own."""
+    card = card_path(model)
+    return json.loads(card.read_text(encoding="utf-8")).get("source_sha256", sha256) if card.exists() else sha256
 
 
 def card_path(model: Path) -> Path:

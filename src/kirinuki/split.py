@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from .config import ExtractParams
 from .instances import label_dtype
-from .models import onnx_session, sha256_file
+from .models import onnx_session, read_card, sha256_file
 
 
 def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:
@@ -48,10 +48,29 @@ def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None
     return out
 
 
+def grid_features(features: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
+    """CxGhxGw map over an HxW page (IsnetSegmenter.run) -> CxSxS in grid_input's frame:
+    bilinear to the page's aspect, top-left aligned, zeros elsewhere."""
+    h, w = shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    hwc = np.ascontiguousarray(features.transpose(1, 2, 0))
+    out = np.zeros((features.shape[0], size, size), features.dtype)
+    for c in range(0, len(features), 128):  # OpenCV resizes at most 512 channels at once; 128 keeps it fast
+        out[c:c + 128, :nh, :nw] = cv2.resize(hwc[..., c:c + 128], (nw, nh),
+                                             interpolation=cv2.INTER_LINEAR).reshape(nh, nw, -1).transpose(2, 0, 1)
+    return out
+
+
 class Splitter:
     """The splitter as ONNX: input [1,3,S,S] float (RGB/255 - 0.5), outputs `centres`
     [1,1,G,G] in 0..1, `offsets` [1,2,G,G] (dy, dx to the centre, in units of G) and
-    `foreground` [1,1,G,G] in 0..1."""
+    `foreground` [1,1,G,G] in 0..1.
+
+    A splitter trained with `--isnet-features` also takes ISNet's inner tensors: every
+    further input is named after the tensor it takes ([1,C,G',G'], grid_features' frame,
+    raw values as float), and its card names the ISNet (`isnet_sha256`) they come from.
+    """
 
     outputs = ["centres", "offsets", "foreground"]
 
@@ -61,15 +80,22 @@ class Splitter:
         if missing:
             raise ValueError(f"extract.{name} {model}: no output {', '.join(sorted(missing))} "
                              "(trained by an older kirinuki? retrain it with `kirinuki train-splitter`)")
-        self.size = self.session.get_inputs()[0].shape[-1]
+        inputs = self.session.get_inputs()
+        self.size = inputs[0].shape[-1]
+        self.features = {i.name: i.shape[-1] for i in inputs[1:]}  # ISNet tensor -> its grid side here
         self.name = name
         self.info = {name: Path(model).name, f"{name}_sha256": sha256_file(model)}
+        self.isnet_sha256 = read_card(model).get("isnet_sha256") if self.features else None
 
-    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """HxWx3 uint8 page -> (GxG float32 centre heatmap, 2xGxG float32 offsets in grid
-        cells, GxG float32 foreground probability)."""
+    def __call__(self, rgb: np.ndarray, features: Optional[dict[str, np.ndarray]] = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """HxWx3 uint8 page (and, if it reads them, ISNet's features of it) -> (GxG float32
+        centre heatmap, 2xGxG float32 offsets in grid cells, GxG float32 foreground probability)."""
         x = grid_input(rgb, self.size).astype(np.float32).transpose(2, 0, 1)[None] / 255.0 - 0.5
-        centres, offsets, foreground = self.session.run(self.outputs, {"input": x})
+        feeds = {"input": x}
+        for name, side in self.features.items():
+            feeds[name] = grid_features(features[name], rgb.shape, side)[None].astype(np.float32)
+        centres, offsets, foreground = self.session.run(self.outputs, feeds)
         return centres[0, 0], offsets[0] * centres.shape[-1], foreground[0, 0]
 
 
@@ -81,7 +107,10 @@ def load_splitter(params: ExtractParams, key: str = "splitter") -> Optional[Spli
     if not Path(model).exists():
         raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
                                 f"`kirinuki train-splitter`, or set extract.{key}: null)")
-    return Splitter(model, params.threads, key)
+    splitter = Splitter(model, params.threads, key)
+    if splitter.features and key != "splitter":  # the head splitter also looks at crops, which ISNet never sees
+        raise ValueError(f"extract.{key} {model}: reads ISNet's features, which only extract.splitter can")
+    return splitter
 
 
 def centre_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:

@@ -8,27 +8,37 @@ or of its head: `centre`) and, per character pixel, the offset to it. The networ
 small U-Net trained from scratch on CPU; the result is exported to ONNX with a card
 beside it. Needs torch (the `train` extra); seeded, so the same inputs and arguments
 give the same pages.
+
+With `isnet_features` the net also reads ISNet's encoder (stages 4 and 5, see
+FEATURE_STAGES), the one network here that has seen thousands of pictures rather than 43
+sprites; extraction hands those tensors over for free (segment.IsnetSegmenter.run). ISNet
+on every composite is slow on CPU, so the composites, their targets and features go to a
+cache folder in parts, which a later run reuses and extends.
 """
 from __future__ import annotations
 
+import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
 from .imageio import IMAGE_SUFFIXES, atomic_path, write_json
 from .models import card_path, sha256_file
-from .split import grid_input
+from .split import grid_features, grid_input
 from .synth import figure_sprite
 
 INPUT = 256  # network input side
 GRID = 128  # output grid side (stride 2)
 SIGMA = 3.0  # centre heatmap Gaussian, grid cells
 CENTRES = ("mass", "head")
+FEATURE_STAGES = ("/stage4/Add_output_0", "/stage5/Add_output_0")  # ISNet's encoder at 1/16 and 1/32 of its input
+CACHE_PART = 500  # composites per cache part: an interrupted run loses at most one part
 
 
 def _images(folders: list[Path]) -> list[Path]:
@@ -214,13 +224,81 @@ def training_set(sprites, backgrounds, n: int, seed: int, manga_share: float, ce
     return x, heat, off, fg
 
 
-def build_net(torch, widths=(16, 32, 64, 96, 128)):
-    """A U-Net: 3xSxS -> 4x(S/2)x(S/2) (centre logit, dy, dx, foreground logit)."""
+def feature_cache(cache: Path, n: int, settings: dict, sprites, backgrounds, segmenter,
+                  log: Callable[[str], None]) -> list[dict[str, np.ndarray]]:
+    """The first `n` composites of `settings` (seed, side, ...) with both centres' targets and
+    the segmenter's features, as parts of memory-mapped arrays in `cache`: x (Kx3xSxS uint8),
+    t (Kx7xGxG float16: mass heat, dy, dx, head heat, dy, dx, foreground), f0, f1, ... (KxCxG'xG'
+    in grid_features' frame: an int8 ISNet's uint8 codes, else float16). Parts already there are
+    reused; new ones continue the same random stream (its state is kept in cache.json after
+    every part).
+    """
+    meta_path = cache / "cache.json"
+    meta = {"settings": settings, "parts": [], "rng": None}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        differ = sorted(k for k in set(settings) | set(meta["settings"]) if settings.get(k) != meta["settings"].get(k))
+        if differ:
+            raise ValueError(f"train-splitter: --cache {cache} holds composites made with other {', '.join(differ)}; "
+                             "use another folder")
+    rng = np.random.default_rng(settings["seed"])
+    if meta["rng"]:
+        rng.bit_generator.state = meta["rng"]
+    start, done = time.perf_counter(), sum(meta["parts"])
+    while done < n:
+        k = min(CACHE_PART, n - done)
+        part = cache / f"part_{len(meta['parts']):03d}"
+        tmp = cache / f".{part.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        arrays = {}
+        for i in range(k):
+            page, labels = composite(sprites, backgrounds, rng, side=settings["side"],
+                                     manga_share=settings["manga_share"], drawn_share=settings["drawn_share"])
+            lab = grid_input(labels, INPUT, cv2.INTER_NEAREST)
+            (hm, om, fg), (hh, oh, _) = (targets(lab, c) for c in CENTRES)
+            t = np.concatenate([hm[None], om, hh[None], oh, fg[None]])
+            sample = {"x": grid_input(page, INPUT).transpose(2, 0, 1), "t": t.astype(np.float16)}
+            for j, (name, f) in enumerate(segmenter.run(page)[1].items()):
+                tensor, scale, zero = segmenter.read[name]
+                if tensor != name:  # an int8 ISNet's: its uint8 codes again, a quarter of the bytes
+                    f = np.round(f / scale + zero).astype(np.uint8)
+                f = grid_features(f, page.shape, max(f.shape[1:]))
+                sample[f"f{j}"] = f if f.dtype == np.uint8 else f.astype(np.float16)
+            for name, a in sample.items():
+                if name not in arrays:
+                    arrays[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", a.dtype, (k, *a.shape))
+                arrays[name][i] = a
+        for a in arrays.values():
+            a.flush()
+        del arrays
+        tmp.rename(part)
+        meta["parts"].append(k)
+        meta["rng"] = rng.bit_generator.state
+        write_json(meta_path, meta)
+        done += k
+        log(f"cache {cache}: {done} of {n} composites with ISNet features ({time.perf_counter() - start:.0f} s)")
+    return [{f.stem: np.load(f, mmap_mode="r") for f in sorted((cache / f"part_{i:03d}").glob("*.npy"))}
+            for i in range(len(meta["parts"]))]
+
+
+def build_net(torch, widths=(16, 32, 64, 96, 128), features=()):
+    """A U-Net: 3xSxS -> 4x(S/2)x(S/2) (centre logit, dy, dx, foreground logit).
+
+    `features`: (channels, side) of ISNet tensors, further inputs: each is projected by a 1x1
+    conv and fused into the down path where it has the same side.
+    """
     nn, F = torch.nn, torch.nn.functional
 
     def block(i, o, stride=1):
         return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
                              nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+    sides = [INPUT >> (i + 1) for i in range(len(widths))]  # each down block's output side
+    for _, side in features:
+        if side not in sides:
+            raise ValueError(f"train-splitter: an ISNet feature of side {side} meets no down block ({sides})")
+    at = [sides.index(side) for _, side in features]
 
     class SplitNet(nn.Module):
         def __init__(self):
@@ -230,11 +308,17 @@ def build_net(torch, widths=(16, 32, 64, 96, 128)):
             self.up = nn.ModuleList([block(c[i + 1] + c[i], c[i]) for i in reversed(range(1, len(c) - 1))]
                                     + [block(c[1] + c[0], 32)])
             self.head = nn.Conv2d(32, 4, 1)
+            wide = [max(48, c[i]) for i in at]  # 512 channels in: do not squeeze them below 48
+            self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(ch, w, 1, bias=False), nn.BatchNorm2d(w),
+                                                    nn.ReLU(inplace=True)) for (ch, _), w in zip(features, wide))
+            self.fuse = nn.ModuleList(block(c[i] + w, c[i]) for i, w in zip(at, wide))
 
-        def forward(self, x):
+        def forward(self, x, *feats):
             skips = []
-            for d in self.down:
+            for i, d in enumerate(self.down):
                 x = d(x)
+                for j in (j for j, a in enumerate(at) if a == i):
+                    x = self.fuse[j](torch.cat([x, self.proj[j](feats[j])], 1))
                 skips.append(x)
             x = skips.pop()
             for u in self.up:
@@ -247,15 +331,22 @@ def build_net(torch, widths=(16, 32, 64, 96, 128)):
 
 def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, steps: int = 3000,
                    samples: int = 6000, batch: int = 16, seed: int = 0, manga_share: float = 0.3,
-                   centre: str = "mass", drawn_share: float = 0.0, threads: int = 0,
+                   centre: str = "mass", drawn_share: float = 0.0, threads: int = 0, isnet=None,
+                   cache: Optional[Path] = None,
                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
-    """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it."""
+    """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it.
+
+    `isnet` (ExtractParams): read that ISNet's features too, with the composites in `cache`
+    (feature_cache), made at extract.input_size as extraction sees pages.
+    """
     try:
         import torch
     except ImportError:
         raise RuntimeError("train-splitter needs torch: pip install 'kirinuki[train]'") from None
     if centre not in CENTRES:
         raise ValueError(f"train-splitter: centre {centre!r} is not one of {', '.join(CENTRES)}")
+    if isnet is not None and cache is None:
+        raise ValueError("train-splitter: --isnet-features needs --cache DIR (the composites and their features)")
     sprites, backgrounds = load_sprites(sprite_dirs, log), load_backgrounds(background_dirs, log)
     if not sprites or not backgrounds:
         raise ValueError(f"train-splitter: {len(sprites)} sprites and {len(backgrounds)} backgrounds found; "
@@ -264,23 +355,46 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    x, heat, off, fg = (torch.from_numpy(a)
-                        for a in training_set(sprites, backgrounds, samples, seed, manga_share, centre, drawn_share))
+    card = {"kind": "kirinuki splitter", "input": [1, 3, INPUT, INPUT], "grid": GRID,
+            "normalisation": "RGB/255 - 0.5, top-left aligned (split.grid_input)",
+            "sprite_dirs": [str(d) for d in sprite_dirs], "background_dirs": [str(d) for d in background_dirs],
+            "sprites": len(sprites), "backgrounds": len(backgrounds), "samples": samples, "steps": steps,
+            "batch": batch, "seed": seed, "manga_share": manga_share, "centre": centre, "drawn_share": drawn_share}
+    dequantise = []
+    if isnet is None:
+        data = [dict(zip(("x", "heat", "off", "fg"), training_set(sprites, backgrounds, samples, seed, manga_share,
+                                                                 centre, drawn_share)))]
+        features = []
+    else:
+        from .models import network_sha256
+        from .segment import load_segmenter
+
+        segmenter = load_segmenter(isnet, FEATURE_STAGES)
+        settings = {**{k: card[k] for k in ("sprite_dirs", "background_dirs", "sprites", "backgrounds", "seed",
+                                            "manga_share", "drawn_share")},
+                    "side": isnet.input_size, "isnet_model_sha256": segmenter.info["model_sha256"],
+                    "isnet_features": list(FEATURE_STAGES), "isnet_input": segmenter.prep}
+        data = feature_cache(cache, samples, settings, sprites, backgrounds, segmenter, log)
+        features = [data[0][f"f{j}"].shape[1:3] for j in range(len(FEATURE_STAGES))]
+        dequantise = [segmenter.read[name][1:] for name in FEATURE_STAGES]
+        card.update(isnet_sha256=network_sha256(isnet.model, settings["isnet_model_sha256"]),
+                    isnet_model_sha256=settings["isnet_model_sha256"], isnet_features=list(FEATURE_STAGES),
+                    side=isnet.input_size)
     log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
         f"in {time.perf_counter() - start:.0f} s")
-    net = build_net(torch)
+    net = build_net(torch, features=features)
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed)
     F = torch.nn.functional
     for step in range(steps):
         idx = torch.randint(0, samples, (batch,), generator=gen)
-        y = net(x[idx].float() / 255 - 0.5)
-        m = fg[idx]
+        inputs, heat, off, fg = _batch(torch, data, idx.numpy(), centre, dequantise)
+        y = net(*inputs)
         # weights as in Panoptic-DeepLab: the heatmap is mostly zeros and needs the push
-        l_heat = F.mse_loss(torch.sigmoid(y[:, :1]), heat[idx]) * 200
-        l_off = (F.l1_loss(y[:, 1:3], off[idx], reduction="none") * m).sum() / m.sum().clamp(min=1) * 10
-        l_fg = F.binary_cross_entropy_with_logits(y[:, 3:], m)
+        l_heat = F.mse_loss(torch.sigmoid(y[:, :1]), heat) * 200
+        l_off = (F.l1_loss(y[:, 1:3], off, reduction="none") * fg).sum() / fg.sum().clamp(min=1) * 10
+        l_fg = F.binary_cross_entropy_with_logits(y[:, 3:], fg)
         loss = l_heat + l_off + l_fg
         opt.zero_grad()
         loss.backward()
@@ -289,30 +403,52 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
         if step % 100 == 0 or step == steps - 1:
             log(f"step {step}: centre {l_heat.item():.3f} offset {l_off.item():.3f} "
                 f"foreground {l_fg.item():.3f} ({time.perf_counter() - start:.0f} s)")
-    _export(torch, net.eval(), out)
-    card = {"kind": "kirinuki splitter", "input": [1, 3, INPUT, INPUT], "grid": GRID,
-            "normalisation": "RGB/255 - 0.5, top-left aligned (split.grid_input)",
-            "sprite_dirs": [str(d) for d in sprite_dirs], "background_dirs": [str(d) for d in background_dirs],
-            "sprites": len(sprites), "backgrounds": len(backgrounds), "samples": samples, "steps": steps,
-            "batch": batch, "seed": seed, "manga_share": manga_share, "centre": centre, "drawn_share": drawn_share,
-            "final_losses": {"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
-                             "foreground": round(l_fg.item(), 4)},
-            "seconds": round(time.perf_counter() - start), "torch": torch.__version__,
-            "python": platform.python_version(), "sha256": sha256_file(out)}
+    _export(torch, net.eval(), out,
+            {name: data[0][f"f{j}"].shape[1:] for j, name in enumerate(card.get("isnet_features", []))})
+    card.update(final_losses={"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
+                              "foreground": round(l_fg.item(), 4)},
+                seconds=round(time.perf_counter() - start), torch=torch.__version__,
+                python=platform.python_version(), sha256=sha256_file(out))
     write_json(card_path(out), card)
     return card
 
 
-def _export(torch, net, out: Path) -> None:
+def _batch(torch, data: list[dict[str, np.ndarray]], idx: np.ndarray, centre: str,
+           dequantise: list[tuple[float, int]]):
+    """Samples `idx` of the training data -> (net inputs, heat, offsets, foreground) tensors.
+
+    `data`: one part of in-memory arrays (x, heat, off, fg), or a feature cache's parts, whose
+    features f0, f1, ... become floats by `dequantise` (scale, zero point) each."""
+    if "heat" in data[0]:
+        d = data[0]
+        return ((torch.from_numpy(d["x"][idx]).float() / 255 - 0.5,),
+                *(torch.from_numpy(d[k][idx]) for k in ("heat", "off", "fg")))
+    ends = np.cumsum([len(d["x"]) for d in data])
+    rows = {name: [] for name in data[0]}
+    for i in np.sort(idx):  # in order: memory-mapped parts read faster front to back
+        part = int(np.searchsorted(ends, i, side="right"))
+        local = i - (ends[part - 1] if part else 0)
+        for name, a in data[part].items():
+            rows[name].append(a[local])
+    stacked = {name: torch.from_numpy(np.stack(r).astype(np.float32)) for name, r in rows.items()}
+    t, c = stacked.pop("t"), 3 * CENTRES.index(centre)
+    x = stacked.pop("x") / 255 - 0.5
+    feats = ((stacked[f"f{j}"] - zero) * scale for j, (scale, zero) in enumerate(dequantise))
+    return (x, *feats), t[:, c:c + 1], t[:, c + 1:c + 3], t[:, 6:7]
+
+
+def _export(torch, net, out: Path, features: dict[str, tuple[int, ...]]) -> None:
+    """The net as ONNX with sigmoid outputs; `features`: ISNet tensor name -> CxG'xG', its further inputs."""
     class Exported(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
             self.net = net
 
-        def forward(self, x):
-            y = self.net(x)
+        def forward(self, x, *feats):
+            y = self.net(x, *feats)
             return torch.sigmoid(y[:, :1]), y[:, 1:3], torch.sigmoid(y[:, 3:])
 
+    dummy = (torch.zeros(1, 3, INPUT, INPUT), *(torch.zeros(1, *shape) for shape in features.values()))
     with atomic_path(out) as tmp, torch.no_grad():
-        torch.onnx.export(Exported(net), torch.zeros(1, 3, INPUT, INPUT), str(tmp), input_names=["input"],
+        torch.onnx.export(Exported(net), dummy, str(tmp), input_names=["input", *features],
                           output_names=["centres", "offsets", "foreground"], opset_version=17, dynamo=False)
