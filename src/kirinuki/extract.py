@@ -59,12 +59,13 @@ class Models:
         split = None if detect else load_splitter(params)  # before the segmenter: it names the features ISNet hands out
         features = tuple(split.features) if split else ()
         segment = load_segmenter(params, features)
-        network = network_sha256(params.model, segment.info["model_sha256"]) if features else None
-        if features and network != split.isnet_sha256:  # features of another ISNet mean nothing
-            raise ValueError(f"extract.splitter {params.splitter}: trained on the features of ISNet "
-                             f"{str(split.isnet_sha256)[:12]}, extract.model {params.model} is ISNet "
-                             f"{network[:12]}; retrain it with `kirinuki train-splitter --isnet-features` "
-                             "or use another splitter")
+        if features:  # features of another ISNet mean nothing
+            network = network_sha256(params.model, segment.info["model_sha256"])
+            if network != split.isnet_sha256:
+                raise ValueError(f"extract.splitter {params.splitter}: trained on the features of ISNet "
+                                 f"{str(split.isnet_sha256)[:12]}, extract.model {params.model} is ISNet "
+                                 f"{network[:12]}; retrain it with `kirinuki train-splitter --isnet-features` "
+                                 "or use another splitter")
         return cls(detect=detect, segment=segment, split=split,
                    heads=load_splitter(params, "head_splitter") if split else None)
 

@@ -45,11 +45,13 @@ class IsnetSegmenter:
 
     def __init__(self, model: Path, size: int, mean, std, letterbox: bool, threads: int = 0,
                  descreen_sigma: float = 0.0, mono_chroma: float = 0.0, features: tuple[str, ...] = ()):
-        graph = onnx.load(str(model)) if features else None
-        self.read = inner_outputs(graph, features, model) if features else {}
-        if graph is not None:
+        self.read, source = {}, model
+        if features:
+            graph = onnx.load(str(model))
+            self.read = inner_outputs(graph, features, model)
             graph.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t, _, _ in self.read.values())
-        self.session = onnx_session(graph.SerializeToString() if graph is not None else model, threads)
+            source = graph.SerializeToString()
+        self.session = onnx_session(source, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.prep = dict(size=size, mean=mean, std=std, letterbox=letterbox,

@@ -68,8 +68,8 @@ class Splitter:
     `foreground` [1,1,G,G] in 0..1.
 
     A splitter trained with `--isnet-features` also takes ISNet's inner tensors: every
-    further input is named after the tensor it takes ([1,C,G',G'], grid_features' frame,
-    raw values as float), and its card names the ISNet (`isnet_sha256`) they come from.
+    further input is named after the tensor it takes ([1,C,G',G'] float, dequantised, in
+    grid_features' frame), and its card names the float ISNet (`isnet_sha256`) they come from.
     """
 
     outputs = ["centres", "offsets", "foreground"]
@@ -94,7 +94,7 @@ class Splitter:
         x = grid_input(rgb, self.size).astype(np.float32).transpose(2, 0, 1)[None] / 255.0 - 0.5
         feeds = {"input": x}
         for name, side in self.features.items():
-            feeds[name] = grid_features(features[name], rgb.shape, side)[None].astype(np.float32)
+            feeds[name] = grid_features(features[name], rgb.shape, side)[None]
         centres, offsets, foreground = self.session.run(self.outputs, feeds)
         return centres[0, 0], offsets[0] * centres.shape[-1], foreground[0, 0]
 
