@@ -38,11 +38,9 @@ def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None
     Top-left alignment makes page pixel (y, x) grid cell (y, x) * G / max(H, W) for any
     output grid G, with no offset to carry around.
     """
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = _frame(image.shape, size)
     if interpolation is None:
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        interpolation = cv2.INTER_AREA if size < max(image.shape[:2]) else cv2.INTER_LINEAR
     out = np.zeros((size, size, *image.shape[2:]), image.dtype)
     out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interpolation)
     return out
@@ -51,15 +49,20 @@ def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None
 def grid_features(features: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
     """CxGhxGw map over an HxW page (IsnetSegmenter.run) -> CxSxS in grid_input's frame:
     bilinear to the page's aspect, top-left aligned, zeros elsewhere."""
-    h, w = shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = _frame(shape, size)
     hwc = np.ascontiguousarray(features.transpose(1, 2, 0))
     out = np.zeros((features.shape[0], size, size), features.dtype)
-    for c in range(0, len(features), 128):  # OpenCV resizes at most 512 channels at once; 128 keeps it fast
+    for c in range(0, len(features), 128):  # OpenCV's resize takes at most 128 channels at once
         out[c:c + 128, :nh, :nw] = cv2.resize(hwc[..., c:c + 128], (nw, nh),
                                              interpolation=cv2.INTER_LINEAR).reshape(nh, nw, -1).transpose(2, 0, 1)
     return out
+
+
+def _frame(shape: tuple[int, ...], size: int) -> tuple[int, int]:
+    """An HxW page's height and width once its longer side is `size` (grid_input's frame)."""
+    h, w = shape[:2]
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 class Splitter:
