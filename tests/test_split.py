@@ -414,6 +414,7 @@ def test_a_splitter_trained_on_isnet_features_cuts_pages_and_keeps_its_cache(tmp
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["isnet_features"] == ["/stage4/Add_output_0", "/stage5/Add_output_0"]
     assert card["isnet_sha256"] == card["isnet_model_sha256"] == sha256_file(model)  # a float model is its own source
+    assert card["auxiliary"] == ["head"] and set(card["final_losses"]) == {"centre", "offset", "foreground", "auxiliary"}
     assert np.load(cache / "part_000" / "f0.npy").dtype == np.uint8  # the int8 stage's codes
     first = (cache / "part_000" / "f0.npy").read_bytes()
     assert np.load(cache / "part_000" / "f0.npy").shape == (3, 4, 16, 16)

@@ -13,7 +13,9 @@ With `isnet_features` the net also reads ISNet's encoder (stages 4 and 5, see
 FEATURE_STAGES), the one network here that has seen thousands of pictures rather than 43
 sprites; extraction hands those tensors over for free (segment.IsnetSegmenter.run). ISNet
 on every composite is slow on CPU, so the composites, their targets and features go to a
-cache folder in parts, which a later run reuses and extends.
+cache folder in parts, which a later run reuses and extends. The cache holds both centres'
+targets, and the net learns the other centre alongside (`auxiliary`, not exported): heads
+and centres of mass share the features that tell one character from the next.
 """
 from __future__ import annotations
 
@@ -282,8 +284,9 @@ def feature_cache(cache: Path, n: int, settings: dict, sprites, backgrounds, seg
             for i in range(len(meta["parts"]))]
 
 
-def build_net(torch, widths=(16, 32, 64, 96, 128), features=()):
-    """A U-Net: 3xSxS -> 4x(S/2)x(S/2) (centre logit, dy, dx, foreground logit).
+def build_net(torch, widths=(16, 32, 64, 96, 128), features=(), centres=1):
+    """A U-Net: 3xSxS -> (3 x centres + 1)x(S/2)x(S/2) (per centre: logit, dy, dx; then the
+    foreground logit).
 
     `features`: (channels, side) of ISNet tensors, further inputs: each is projected by a 1x1
     conv and fused into the down path where it has the same side.
@@ -307,7 +310,7 @@ def build_net(torch, widths=(16, 32, 64, 96, 128), features=()):
             self.down = nn.ModuleList([block(3, c[0], 2)] + [block(c[i], c[i + 1], 2) for i in range(len(c) - 1)])
             self.up = nn.ModuleList([block(c[i + 1] + c[i], c[i]) for i in reversed(range(1, len(c) - 1))]
                                     + [block(c[1] + c[0], 32)])
-            self.head = nn.Conv2d(32, 4, 1)
+            self.head = nn.Conv2d(32, 3 * centres + 1, 1)
             wide = [max(48, c[i]) for i in at]  # 512 channels in: do not squeeze them below 48
             self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(ch, w, 1, bias=False), nn.BatchNorm2d(w),
                                                     nn.ReLU(inplace=True)) for (ch, _), w in zip(features, wide))
@@ -379,34 +382,42 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
         dequantise = [segmenter.read[name][1:] for name in FEATURE_STAGES]
         card.update(isnet_sha256=network_sha256(isnet.model, settings["isnet_model_sha256"]),
                     isnet_model_sha256=settings["isnet_model_sha256"], isnet_features=list(FEATURE_STAGES),
-                    side=isnet.input_size)
+                    side=isnet.input_size, auxiliary=[c for c in CENTRES if c != centre])
     log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
         f"in {time.perf_counter() - start:.0f} s")
-    net = build_net(torch, features=features)
+    net = build_net(torch, features=features, centres=1 + len(card.get("auxiliary", [])))
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed)
     F = torch.nn.functional
     for step in range(steps):
         idx = torch.randint(0, samples, (batch,), generator=gen)
-        inputs, heat, off, fg = _batch(torch, data, idx.numpy(), centre, dequantise)
+        inputs, target, fg = _batch(torch, data, idx.numpy(), centre, dequantise)
         y = net(*inputs)
-        # weights as in Panoptic-DeepLab: the heatmap is mostly zeros and needs the push
-        l_heat = F.mse_loss(torch.sigmoid(y[:, :1]), heat) * 200
-        l_off = (F.l1_loss(y[:, 1:3], off, reduction="none") * fg).sum() / fg.sum().clamp(min=1) * 10
-        l_fg = F.binary_cross_entropy_with_logits(y[:, 3:], fg)
+
+        def centre_losses(k):  # weights as in Panoptic-DeepLab: the heatmap is mostly zeros and needs the push
+            off = (F.l1_loss(y[:, k + 1:k + 3], target[:, k + 1:k + 3], reduction="none") * fg).sum()
+            return F.mse_loss(torch.sigmoid(y[:, k:k + 1]), target[:, k:k + 1]) * 200, off / fg.sum().clamp(min=1) * 10
+
+        l_heat, l_off = centre_losses(0)
+        l_fg = F.binary_cross_entropy_with_logits(y[:, -1:], fg)
         loss = l_heat + l_off + l_fg
+        if target.shape[1] > 3:
+            l_aux = sum(centre_losses(3))
+            loss = loss + l_aux
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
+            aux = f"auxiliary {l_aux.item():.3f} " if target.shape[1] > 3 else ""
             log(f"step {step}: centre {l_heat.item():.3f} offset {l_off.item():.3f} "
-                f"foreground {l_fg.item():.3f} ({time.perf_counter() - start:.0f} s)")
+                f"foreground {l_fg.item():.3f} {aux}({time.perf_counter() - start:.0f} s)")
     _export(torch, net.eval(), out,
             {name: data[0][f"f{j}"].shape[1:] for j, name in enumerate(card.get("isnet_features", []))})
     card.update(final_losses={"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
-                              "foreground": round(l_fg.item(), 4)},
+                              "foreground": round(l_fg.item(), 4),
+                              **({"auxiliary": round(l_aux.item(), 4)} if target.shape[1] > 3 else {})},
                 seconds=round(time.perf_counter() - start), torch=torch.__version__,
                 python=platform.python_version(), sha256=sha256_file(out))
     write_json(card_path(out), card)
@@ -415,14 +426,15 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
 
 def _batch(torch, data: list[dict[str, np.ndarray]], idx: np.ndarray, centre: str,
            dequantise: list[tuple[float, int]]):
-    """Samples `idx` of the training data -> (net inputs, heat, offsets, foreground) tensors.
+    """Samples `idx` of the training data -> (net inputs, targets, foreground) tensors; the
+    targets are heat, dy, dx for `centre`, then for the other centre where the data has it.
 
     `data`: one part of in-memory arrays (x, heat, off, fg), or a feature cache's parts, whose
     features f0, f1, ... become floats by `dequantise` (scale, zero point) each."""
     if "heat" in data[0]:
         d = data[0]
         return ((torch.from_numpy(d["x"][idx]).float() / 255 - 0.5,),
-                *(torch.from_numpy(d[k][idx]) for k in ("heat", "off", "fg")))
+                torch.from_numpy(np.concatenate([d["heat"][idx], d["off"][idx]], 1)), torch.from_numpy(d["fg"][idx]))
     ends = np.cumsum([len(d["x"]) for d in data])
     rows = {name: [] for name in data[0]}
     for i in np.sort(idx):  # in order: memory-mapped parts read faster front to back
@@ -434,11 +446,12 @@ def _batch(torch, data: list[dict[str, np.ndarray]], idx: np.ndarray, centre: st
     t, c = stacked.pop("t"), 3 * CENTRES.index(centre)
     x = stacked.pop("x") / 255 - 0.5
     feats = ((stacked[f"f{j}"] - zero) * scale for j, (scale, zero) in enumerate(dequantise))
-    return (x, *feats), t[:, c:c + 1], t[:, c + 1:c + 3], t[:, 6:7]
+    return (x, *feats), torch.cat([t[:, c:c + 3], t[:, 3 - c:6 - c]], 1), t[:, 6:7]
 
 
 def _export(torch, net, out: Path, features: dict[str, tuple[int, ...]]) -> None:
-    """The net as ONNX with sigmoid outputs; `features`: ISNet tensor name -> CxG'xG', its further inputs."""
+    """The net's first centre and foreground as ONNX with sigmoid outputs; `features`: ISNet
+    tensor name -> CxG'xG', its further inputs."""
     class Exported(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
@@ -446,7 +459,7 @@ def _export(torch, net, out: Path, features: dict[str, tuple[int, ...]]) -> None
 
         def forward(self, x, *feats):
             y = self.net(x, *feats)
-            return torch.sigmoid(y[:, :1]), y[:, 1:3], torch.sigmoid(y[:, 3:])
+            return torch.sigmoid(y[:, :1]), y[:, 1:3], torch.sigmoid(y[:, net.head.out_channels - 1:])
 
     dummy = (torch.zeros(1, 3, INPUT, INPUT), *(torch.zeros(1, *shape) for shape in features.values()))
     with atomic_path(out) as tmp, torch.no_grad():
