@@ -52,6 +52,17 @@ def test_head_zoom_is_off_or_a_view_around_the_region(tmp_path):
     assert load_params(f).extract.head_zoom == 0
 
 
+def test_splitter_is_one_path_or_a_list_tried_in_order(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("extract:\n  splitter: models/splitter.onnx\n")
+    assert load_params(f).extract.splitter == [Path("models/splitter.onnx")]
+    f.write_text("extract:\n  splitter: [a.onnx, b.onnx]\n")
+    assert load_params(f).extract.splitter == [Path("a.onnx"), Path("b.onnx")]
+    f.write_text("extract:\n  splitter: []\n")
+    with pytest.raises(ConfigError, match="extract.splitter"):
+        load_params(f)
+
+
 def test_digest_changes_with_values():
     a = Params().extract
     assert a.digest() == Params().extract.digest()

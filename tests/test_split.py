@@ -232,9 +232,9 @@ def test_the_head_splitter_cuts_its_parts_stay_and_it_recovers(extract_params):
 def test_load_splitter(tmp_path, extract_params, tiny_model):
     assert load_splitter(extract_params) is None  # extract.splitter: null
     with pytest.raises(FileNotFoundError, match="extract.splitter .*none.onnx: not found"):
-        load_splitter(extract_params.model_copy(update={"splitter": tmp_path / "none.onnx"}))
+        load_splitter(extract_params.model_copy(update={"splitter": [tmp_path / "none.onnx"]}))
     with pytest.raises(ValueError, match="extract.splitter .*: no output centres, foreground, offsets"):
-        load_splitter(extract_params.model_copy(update={"splitter": tiny_model}))  # not a splitter
+        load_splitter(extract_params.model_copy(update={"splitter": [tiny_model]}))  # not a splitter
     with pytest.raises(FileNotFoundError, match="extract.head_splitter .*none.onnx: not found"):
         load_splitter(extract_params.model_copy(update={"head_splitter": tmp_path / "none.onnx"}), "head_splitter")
     splitter = load_splitter(extract_params.model_copy(update={"head_splitter": ROOT / "models" / "head_splitter.onnx"}),
@@ -246,7 +246,7 @@ def test_models_load_the_head_splitter_only_with_the_splitter(extract_params):
     heads = ROOT / "models" / "head_splitter.onnx"
     assert Models.load(extract_params.model_copy(update={"head_splitter": heads})).heads is None
     models = Models.load(extract_params.model_copy(update={"head_splitter": heads,
-                                                           "splitter": ROOT / "models" / "splitter.onnx"}))
+                                                           "splitter": [ROOT / "models" / "splitter.onnx"]}))
     assert models.heads.name == "head_splitter" and models.split.name == "splitter"
 
 
@@ -436,8 +436,13 @@ def test_a_splitter_trained_on_isnet_features_cuts_pages_and_keeps_its_cache(tmp
     again, _, _ = extract_page(rgb, Models.load(p), p)
     assert labels.max() >= 1 and (labels == again).all()  # byte-identical on a second load
     other = build_featured_isnet(tmp_path / "other.onnx", darkness=-10.0)
-    with pytest.raises(ValueError, match="trained on the features of ISNet .* is ISNet "):
+    with pytest.raises(ValueError, match="extract.splitter: none can run with extract.model .*other.onnx, ISNet "
+                                         f"{sha256_file(other)[:12]}: .*splitter.onnx reads the features of ISNet "
+                                         f"{sha256_file(model)[:12]}; retrain one"):
         Models.load(ExtractParams(model=other, input_size=256, splitter=out, head_splitter=None))
+    plain = ROOT / "models" / "head_splitter.onnx"  # reads the page alone: the next in the list is taken
+    assert Models.load(ExtractParams(model=other, input_size=256, splitter=[out, plain],
+                                     head_splitter=None)).split.info["splitter"] == "head_splitter.onnx"
     card = json.loads(other.with_suffix(".json").read_text())  # requantised from the same float network
     other.with_suffix(".json").write_text(json.dumps({**card, "source_sha256": sha256_file(model)}))
     assert Models.load(ExtractParams(model=other, input_size=256, splitter=out, head_splitter=None)).split

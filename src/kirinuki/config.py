@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -118,8 +118,10 @@ class ExtractParams(Section):
     # a region with less than min_core of its pixels at prob >= core_prob is no character
     core_prob: float = Field(0.9, gt=0, le=1)
     min_core: float = Field(0.5, ge=0, le=1)
-    # learned cue (split.py) that cuts touching characters apart when there is no detector; None = off
-    splitter: Optional[Path] = Path("models/splitter.onnx")
+    # learned cues (split.py) that cut touching characters apart when there is no detector, tried in
+    # order: the first that can run with `model` is used (one that reads ISNet's features needs the
+    # ISNet it was trained on); one path or a list; None = off
+    splitter: Optional[list[Path]] = Field(default_factory=lambda: [Path("models/splitter.onnx")], min_length=1)
     split_peak: float = Field(0.25, gt=0, le=1)  # a centre is a heatmap peak at least this high
     split_share: float = Field(0.2, gt=0, le=0.5)  # ... holding at least this share of a region's votes
     split_separation: float = Field(0.3, ge=0)  # centres closer than this x sqrt(region area) are one character
@@ -141,6 +143,11 @@ class ExtractParams(Section):
     sam: SamParams = SamParams()
     grabcut: GrabcutParams = GrabcutParams()
     page_warn_s: float = Field(300.0, gt=0)  # a page slower than this is logged
+
+    @field_validator("splitter", mode="before")
+    @classmethod
+    def _one_or_more(cls, value):
+        return [value] if isinstance(value, (str, Path)) else value
 
     @model_validator(mode="after")
     def _check(self):

@@ -32,7 +32,6 @@ from .config import ExtractParams
 from .detect import Detector, load_detector
 from .imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
 from .instances import crop_box, cutout, instances_from_mask, instances_from_masks
-from .models import network_sha256
 from .refine import refine_grabcut
 from .segment import BoxSegmenter, Segmenter, load_segmenter
 from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
@@ -57,15 +56,7 @@ class Models:
     def load(cls, params: ExtractParams) -> "Models":
         detect = load_detector(params)
         split = None if detect else load_splitter(params)  # before the segmenter: it names the features ISNet hands out
-        features = tuple(split.features) if split else ()
-        segment = load_segmenter(params, features)
-        if features:  # features of another ISNet mean nothing
-            network = network_sha256(params.model, segment.info["model_sha256"])
-            if network != split.isnet_sha256:
-                raise ValueError(f"extract.splitter {params.splitter}: trained on the features of ISNet "
-                                 f"{str(split.isnet_sha256)[:12]}, extract.model {params.model} is ISNet "
-                                 f"{network[:12]}; retrain it with `kirinuki train-splitter --isnet-features` "
-                                 "or use another splitter")
+        segment = load_segmenter(params, tuple(split.features) if split else ())
         return cls(detect=detect, segment=segment, split=split,
                    heads=load_splitter(params, "head_splitter") if split else None)
 

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from .config import ExtractParams
 from .instances import label_dtype
-from .models import onnx_session, read_card, sha256_file
+from .models import network_sha256, onnx_session, read_card, sha256_file
 
 
 def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:
@@ -103,17 +103,33 @@ class Splitter:
 
 
 def load_splitter(params: ExtractParams, key: str = "splitter") -> Optional[Splitter]:
-    """The splitter in `extract.<key>` (splitter or head_splitter), or None when that is null."""
-    model = getattr(params, key)
-    if model is None:
+    """The splitter in `extract.<key>` (splitter or head_splitter), or None when that is null.
+
+    extract.splitter is a list: the first that can run with extract.model is taken. One that
+    reads ISNet's features needs those of the ISNet it was trained on (its card's
+    `isnet_sha256`): features of another network mean nothing to it."""
+    models = getattr(params, key)
+    if models is None:
         return None
-    if not Path(model).exists():
-        raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
-                                f"`kirinuki train-splitter`, or set extract.{key}: null)")
-    splitter = Splitter(model, params.threads, key)
-    if splitter.features and key != "splitter":  # the head splitter also looks at crops, which ISNet never sees
-        raise ValueError(f"extract.{key} {model}: reads ISNet's features, which only extract.splitter can")
-    return splitter
+    network, refused = None, []
+    for model in models if key == "splitter" else [models]:
+        if not Path(model).exists():
+            raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
+                                    f"`kirinuki train-splitter`, or set extract.{key}: null)")
+        splitter = Splitter(model, params.threads, key)
+        if not splitter.features:
+            return splitter
+        if key != "splitter":  # the head splitter also looks at crops, which ISNet never sees
+            raise ValueError(f"extract.{key} {model}: reads ISNet's features, which only extract.splitter can")
+        if not Path(params.model).exists():
+            raise FileNotFoundError(f"extract.model {params.model}: not found (run `kirinuki fetch-model`)")
+        network = network or network_sha256(params.model, sha256_file(params.model))
+        if splitter.isnet_sha256 == network:
+            return splitter
+        refused.append(f"{model} reads the features of ISNet {str(splitter.isnet_sha256)[:12]}")
+    raise ValueError(f"extract.splitter: none can run with extract.model {params.model}, ISNet {network[:12]}: "
+                     f"{'; '.join(refused)}; retrain one with `kirinuki train-splitter --isnet-features` "
+                     "or list one that reads the page alone")
 
 
 def centre_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:
