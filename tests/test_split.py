@@ -440,6 +440,8 @@ def test_a_splitter_trained_on_isnet_features_cuts_pages_and_keeps_its_cache(tmp
                                          f"{sha256_file(other)[:12]}: .*splitter.onnx reads the features of ISNet "
                                          f"{sha256_file(model)[:12]}; retrain one"):
         Models.load(ExtractParams(model=other, input_size=256, splitter=out, head_splitter=None))
+    with pytest.raises(FileNotFoundError, match="extract.model .*gone.onnx: not found"):  # no ISNet to check against
+        Models.load(ExtractParams(model=tmp_path / "gone.onnx", input_size=256, splitter=out, head_splitter=None))
     plain = ROOT / "models" / "head_splitter.onnx"  # reads the page alone: the next in the list is taken
     assert Models.load(ExtractParams(model=other, input_size=256, splitter=[out, plain],
                                      head_splitter=None)).split.info["splitter"] == "head_splitter.onnx"

@@ -145,10 +145,16 @@ def normalisation(params: ExtractParams, card: Callable[[], dict]) -> dict:
     return norm
 
 
-def _isnet(params: ExtractParams, features: tuple[str, ...] = ()) -> IsnetSegmenter:
+def isnet_model(params: ExtractParams) -> Path:
+    """extract.model, or a one-line FileNotFoundError when it is not there."""
     model = Path(params.model)
     if not model.exists():
         raise FileNotFoundError(f"extract.model {model}: not found (run `kirinuki fetch-model`)")
+    return model
+
+
+def _isnet(params: ExtractParams, features: tuple[str, ...] = ()) -> IsnetSegmenter:
+    model = isnet_model(params)
     norm = normalisation(params, lambda: read_card(model))
     return IsnetSegmenter(model, params.input_size, threads=params.threads, descreen_sigma=params.descreen_sigma,
                           mono_chroma=params.mono_chroma, features=features, **norm)

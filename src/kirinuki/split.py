@@ -29,6 +29,7 @@ from scipy import ndimage
 from .config import ExtractParams
 from .instances import label_dtype
 from .models import network_sha256, onnx_session, read_card, sha256_file
+from .segment import isnet_model
 
 
 def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:
@@ -121,9 +122,7 @@ def load_splitter(params: ExtractParams, key: str = "splitter") -> Optional[Spli
             return splitter
         if key != "splitter":  # the head splitter also looks at crops, which ISNet never sees
             raise ValueError(f"extract.{key} {model}: reads ISNet's features, which only extract.splitter can")
-        if not Path(params.model).exists():
-            raise FileNotFoundError(f"extract.model {params.model}: not found (run `kirinuki fetch-model`)")
-        network = network or network_sha256(params.model, sha256_file(params.model))
+        network = network or network_sha256(params.model, sha256_file(isnet_model(params)))
         if splitter.isnet_sha256 == network:
             return splitter
         refused.append(f"{model} reads the features of ISNet {str(splitter.isnet_sha256)[:12]}")

@@ -385,7 +385,8 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
                     side=isnet.input_size, auxiliary=[c for c in CENTRES if c != centre])
     log(f"{samples} composites from {len(sprites)} sprites and {len(backgrounds)} backgrounds "
         f"in {time.perf_counter() - start:.0f} s")
-    net = build_net(torch, features=features, centres=1 + len(card.get("auxiliary", [])))
+    auxiliary = bool(card.get("auxiliary"))
+    net = build_net(torch, features=features, centres=1 + auxiliary)
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.05)
     gen = torch.Generator().manual_seed(seed)
@@ -402,7 +403,7 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
         l_heat, l_off = centre_losses(0)
         l_fg = F.binary_cross_entropy_with_logits(y[:, -1:], fg)
         loss = l_heat + l_off + l_fg
-        if target.shape[1] > 3:
+        if auxiliary:
             l_aux = sum(centre_losses(3))
             loss = loss + l_aux
         opt.zero_grad()
@@ -410,14 +411,14 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
         opt.step()
         sched.step()
         if step % 100 == 0 or step == steps - 1:
-            aux = f"auxiliary {l_aux.item():.3f} " if target.shape[1] > 3 else ""
+            aux = f"auxiliary {l_aux.item():.3f} " if auxiliary else ""
             log(f"step {step}: centre {l_heat.item():.3f} offset {l_off.item():.3f} "
                 f"foreground {l_fg.item():.3f} {aux}({time.perf_counter() - start:.0f} s)")
     _export(torch, net.eval(), out,
             {name: data[0][f"f{j}"].shape[1:] for j, name in enumerate(card.get("isnet_features", []))})
     card.update(final_losses={"centre": round(l_heat.item(), 4), "offset": round(l_off.item(), 4),
                               "foreground": round(l_fg.item(), 4),
-                              **({"auxiliary": round(l_aux.item(), 4)} if target.shape[1] > 3 else {})},
+                              **({"auxiliary": round(l_aux.item(), 4)} if auxiliary else {})},
                 seconds=round(time.perf_counter() - start), torch=torch.__version__,
                 python=platform.python_version(), sha256=sha256_file(out))
     write_json(card_path(out), card)
