@@ -6,8 +6,8 @@ Exits 1 when the gate fails, which stops `dvc repro` there.
 import sys
 from pathlib import Path
 
-from kirinuki.compare import run_compare
-from kirinuki.config import load_params
+from kirinuki.qc.compare import run_compare
+from kirinuki.core.config import load_params
 
 sys.exit(run_compare(Path("metrics/per_image.csv"), "HEAD", load_params(Path("params.yaml")).compare,
                      Path("metrics/compare.json"), Path("metrics/compare.md"),

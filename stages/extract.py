@@ -6,9 +6,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from kirinuki.config import load_params
-from kirinuki.extract import run_extract
-from kirinuki.imageio import write_json
+from kirinuki.core.config import load_params
+from kirinuki.extract.run import run_extract
+from kirinuki.core.imageio import write_json
 
 s = run_extract(Path("data"), Path("runs/extract"), load_params(Path("params.yaml")).extract, progress=False)
 write_json(Path("metrics/extract.json"), {

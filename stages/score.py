@@ -2,7 +2,7 @@
 so that score-only param changes never invalidate extract)."""
 from pathlib import Path
 
-from kirinuki.config import load_params
-from kirinuki.score import run_score
+from kirinuki.core.config import load_params
+from kirinuki.quality.score import run_score
 
 run_score(Path("runs/extract"), load_params(Path("params.yaml")).score, Path("runs/scores.jsonl"))

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kirinuki.config import ExtractParams
-from kirinuki.models import sha256_file
+from kirinuki.core.config import ExtractParams
+from kirinuki.core.cards import sha256_file
 
 import localhttp
 

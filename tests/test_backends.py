@@ -22,14 +22,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.config import ConfigError, ExtractParams, GrabcutParams, load_params
-from kirinuki.detect import Boxes, head_to_body, import_yolo, load_detector
-from kirinuki.extract import Models, boxes_to_masks, extract_page, params_hash, run_extract
-from kirinuki.imageio import read_jsonl
-from kirinuki.instances import instances_from_masks
-from kirinuki.models import sha256_file
-from kirinuki.refine import grabcut_mask
-from kirinuki.segment import load_segmenter
+from kirinuki.core.config import ConfigError, ExtractParams, GrabcutParams, load_params
+from kirinuki.extract.detect import Boxes, head_to_body, import_yolo, load_detector
+from kirinuki.extract.run import Models, boxes_to_masks, extract_page, params_hash, run_extract
+from kirinuki.core.imageio import read_jsonl
+from kirinuki.core.instances import instances_from_masks
+from kirinuki.core.cards import sha256_file
+from kirinuki.extract.refine import grabcut_mask
+from kirinuki.extract.segment import load_segmenter
 
 from conftest import TINY_SIZE, two_figures
 

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from kirinuki import bench
+from kirinuki.qc import bench
 from kirinuki.cli import app
 
 from conftest import TINY_SIZE, two_figures

@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from kirinuki.serve import PASSWORD_ENV, USER_ENV, make_server
+from kirinuki.publish.serve import PASSWORD_ENV, USER_ENV, make_server
 
 import localhttp
 from cdp import Browser, chromium_path

@@ -6,11 +6,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from kirinuki import boosting
-from kirinuki.calibrate import CalibrateError, calibrate, fold_of, inputs_digest, to_yaml
+from kirinuki.quality import boosting
+from kirinuki.qc.calibrate import CalibrateError, calibrate, fold_of, inputs_digest, to_yaml
 from kirinuki.cli import app
-from kirinuki.config import CalibrateParams, ConfigError, ScoreParams, load_score_model
-from kirinuki.imageio import write_png
+from kirinuki.core.config import CalibrateParams, ConfigError, ScoreParams, load_score_model
+from kirinuki.core.imageio import write_png
 
 from conftest import TINY_SIZE, two_figures
 

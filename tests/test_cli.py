@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.imageio import write_png
+from kirinuki.core.imageio import write_png
 
 from conftest import TINY_SIZE, two_figures
 

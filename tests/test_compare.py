@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kirinuki.compare import (CompareError, decide_gate, load_per_image, paired_compare, run_compare,
+from kirinuki.qc.compare import (CompareError, decide_gate, load_per_image, paired_compare, run_compare,
                               to_markdown)
-from kirinuki.config import CompareParams, load_thresholds
-from kirinuki.floors import check_floors, read_summary
+from kirinuki.core.config import CompareParams, load_thresholds
+from kirinuki.qc.floors import check_floors, read_summary
 
 PARAMS = CompareParams(metrics=["instance_iou"], alpha=0.05, min_pairs=6, n_boot=2000)
 BASE = [0.50, 0.62, 0.71, 0.40, 0.83, 0.55, 0.66, 0.90, 0.35, 0.77]

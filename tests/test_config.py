@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from kirinuki.config import ConfigError, Params, load_params
+from kirinuki.core.config import ConfigError, Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

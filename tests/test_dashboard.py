@@ -4,7 +4,7 @@ import re
 import cv2
 import numpy as np
 
-from kirinuki.dashboard import build_cards, overlay, render_dashboard, reason_labels
+from kirinuki.publish.dashboard import build_cards, overlay, render_dashboard, reason_labels
 
 from works import tracked
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kirinuki.extract import Models, extract_page, run_extract
-from kirinuki.imageio import read_label_png, read_rgba_png
-from kirinuki.segment import load_segmenter
+from kirinuki.extract.run import Models, extract_page, run_extract
+from kirinuki.core.imageio import read_label_png, read_rgba_png
+from kirinuki.extract.segment import load_segmenter
 
 from conftest import two_figures
 
@@ -146,7 +146,7 @@ def test_resume_does_not_depend_on_how_the_model_path_is_spelled(tmp_path, extra
 
 
 def test_descreen_blurs_monochrome_pages_only():
-    from kirinuki.segment import isnet_input, is_monochrome
+    from kirinuki.extract.segment import isnet_input, is_monochrome
     rng = np.random.default_rng(0)
     dots = (rng.random((64, 48)) > 0.5).astype(np.uint8) * 255  # screentone-like binary noise
     grey = np.repeat(dots[..., None], 3, axis=2)

@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kirinuki.config import load_params
-from kirinuki.extract import run_extract
-from kirinuki.imageio import read_jsonl, read_label_png, read_rgba_png
-from kirinuki.models import read_card
-from kirinuki.score import run_score
-from kirinuki.validate import run_validate
+from kirinuki.core.config import load_params
+from kirinuki.extract.run import run_extract
+from kirinuki.core.imageio import read_jsonl, read_label_png, read_rgba_png
+from kirinuki.core.cards import read_card
+from kirinuki.quality.score import run_score
+from kirinuki.qc.validate import run_validate
 
 ROOT = Path(__file__).resolve().parents[1]
 # the static int8 version (stage quantize) of the general ISNet of @imgly/background-removal-data

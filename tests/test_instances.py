@@ -1,6 +1,6 @@
 import numpy as np
 
-from kirinuki.instances import bbox, crop_box, fill_holes, instances_from_mask
+from kirinuki.core.instances import bbox, crop_box, fill_holes, instances_from_mask
 
 
 def test_components_specks_holes_and_order():

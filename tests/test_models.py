@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
-from kirinuki.config import ModelParams, ModelSource
-from kirinuki.models import ModelUnavailable, fetch_model, read_card, sha256_file
+from kirinuki.core.config import ModelParams, ModelSource
+from kirinuki.assets.fetch import ModelUnavailable, fetch_model
+from kirinuki.core.cards import read_card, sha256_file
 
 from conftest import serve_directory
 

@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kirinuki.config import NotifyParams
-from kirinuki.imageio import write_png
-from kirinuki.notify import TOKEN_ENV, USER_ENV, best_cutouts, contact_sheet, notify
+from kirinuki.core.config import NotifyParams
+from kirinuki.core.imageio import write_png
+from kirinuki.publish.notify import TOKEN_ENV, USER_ENV, best_cutouts, contact_sheet, notify
 
 from fake_pushover import FakePushover
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kirinuki.config import SynthParams
-from kirinuki.models import sha256_file
-from kirinuki.synth import write_dataset
+from kirinuki.core.config import SynthParams
+from kirinuki.core.cards import sha256_file
+from kirinuki.synth.pages import write_dataset
 
 from conftest import TINY_SIZE, build_tiny_isnet, serve_directory
 

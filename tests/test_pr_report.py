@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.compare import decide_gate, paired_compare
-from kirinuki.config import CompareParams
-from kirinuki.pr_report import (MARKER, MAX_COMMENT, ReportError, comment_body, commit_status, connect, publish,
+from kirinuki.qc.compare import decide_gate, paired_compare
+from kirinuki.core.config import CompareParams
+from kirinuki.publish.pr_report import (MARKER, MAX_COMMENT, ReportError, comment_body, commit_status, connect, publish,
                                 read_report)
 
 from fake_github import FakeGitHub

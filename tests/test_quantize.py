@@ -11,10 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.config import ExtractParams, QuantizeParams
-from kirinuki.models import read_card, sha256_file
-from kirinuki.quantize import build_int8, calibration_inputs, dequantize_dynamic, quantize_int8
-from kirinuki.segment import isnet_input
+from kirinuki.core.config import ExtractParams, QuantizeParams
+from kirinuki.core.cards import read_card, sha256_file
+from kirinuki.assets.quantize import build_int8, calibration_inputs, dequantize_dynamic, quantize_int8
+from kirinuki.extract.segment import isnet_input
 
 from conftest import two_figures, write_card
 

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from kirinuki.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_model
-from kirinuki.features import completeness, features, head_count, neighbour_edge, text_share
-from kirinuki.imageio import read_jsonl, write_jsonl, write_png
-from kirinuki.instances import bbox, crop_box, cutout
-from kirinuki.score import composite, flags, grade, run_score
+from kirinuki.core.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_model
+from kirinuki.quality.features import completeness, features, head_count, neighbour_edge, text_share
+from kirinuki.core.imageio import read_jsonl, write_jsonl, write_png
+from kirinuki.core.instances import bbox, crop_box, cutout
+from kirinuki.quality.score import composite, flags, grade, run_score
 
 P = ScoreParams(train_resolution=256)
 MODEL = load_score_model(DEFAULT_SCORE_WEIGHTS)

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from kirinuki.serve import PASSWORD_ENV, USER_ENV, ServeError, make_server
+from kirinuki.publish.serve import PASSWORD_ENV, USER_ENV, ServeError, make_server
 
 import localhttp
 from works import tracked

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from conftest import build_tiny_isnet
 
 from kirinuki.cli import app
-from kirinuki.extract import Models, extract_page, params_hash
-from kirinuki.models import sha256_file
-from kirinuki.segment import load_segmenter
-from kirinuki.split import (Splitter, centre_peaks, drop_centreless, grid_features, grid_input, load_splitter,
+from kirinuki.extract.run import Models, extract_page, params_hash
+from kirinuki.core.cards import sha256_file
+from kirinuki.extract.segment import load_segmenter
+from kirinuki.extract.split import (Splitter, centre_peaks, drop_centreless, grid_features, grid_input, load_splitter,
                             recover_missed, split_closer, split_instances)
-from kirinuki.train_split import chibi, composite, sketch, targets, training_set
+from kirinuki.train.splitter import chibi, composite, sketch, targets, training_set
 
 ROOT = Path(__file__).resolve().parents[1]
 G = 32  # grid of the hand-made heatmaps
@@ -270,7 +270,7 @@ def _sprites_and_backgrounds(root):
 
 
 def test_composites_are_exact_and_seeded(tmp_path):
-    from kirinuki.train_split import load_backgrounds, load_sprites
+    from kirinuki.train.splitter import load_backgrounds, load_sprites
     _sprites_and_backgrounds(tmp_path)
     logs = []
     sprites, bgs = load_sprites([tmp_path / "sprites"], logs.append), load_backgrounds([tmp_path / "bg"], logs.append)
@@ -377,8 +377,8 @@ def test_grid_features_sit_where_grid_input_puts_the_page():
 
 
 def test_isnet_hands_out_the_features_a_splitter_reads(tmp_path):
-    from kirinuki.config import ExtractParams
-    from kirinuki.train_split import FEATURE_STAGES
+    from kirinuki.core.config import ExtractParams
+    from kirinuki.train.splitter import FEATURE_STAGES
     model = build_featured_isnet(tmp_path / "isnet.onnx")
     seg = load_segmenter(ExtractParams(model=model, input_size=256), FEATURE_STAGES)
     # the quantised stage 4 is read where there is one, and dequantised; stage 5 as it is
@@ -426,7 +426,7 @@ def test_a_splitter_trained_on_isnet_features_cuts_pages_and_keeps_its_cache(tmp
     r = CliRunner().invoke(app, args + ["--samples", "5", "--cache", str(cache), "--seed", "1"])
     assert r.exit_code == 1 and "holds composites made with other seed; use another folder" in r.output
 
-    from kirinuki.config import ExtractParams
+    from kirinuki.core.config import ExtractParams
     p = ExtractParams(model=model, input_size=256, min_area=0.01, splitter=out, head_splitter=None)
     models = Models.load(p)
     assert models.split.features == {"/stage4/Add_output_0": 16, "/stage5/Add_output_0": 8}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kirinuki.stats import (WILCOXON_ARE, bootstrap_ci, cohens_dz, holm, min_detectable_dz, n_for_effect,
+from kirinuki.core.stats import (WILCOXON_ARE, bootstrap_ci, cohens_dz, holm, min_detectable_dz, n_for_effect,
                             paired_t, power_paired, rank_biserial, wilcoxon_p)
 
 BASE = np.array([0.50, 0.62, 0.71, 0.40, 0.83, 0.55, 0.66, 0.90, 0.35, 0.77])

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kirinuki.config import SynthParams
-from kirinuki.imageio import read_label_png
-from kirinuki.synth import (MANIFEST_COLUMNS, MIN_VISIBLE, _cast, _paint, author_style, describe_labels,
+from kirinuki.core.config import SynthParams
+from kirinuki.core.imageio import read_label_png
+from kirinuki.synth.pages import (MANIFEST_COLUMNS, MIN_VISIBLE, _cast, _paint, author_style, describe_labels,
                             figure_sprite, render_page, write_dataset)
 
 W, H = 192, 256

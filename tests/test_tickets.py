@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kirinuki.config import SheetColumns, SheetsParams
-from kirinuki.tickets import (CREDENTIALS_ENV, Ticket, check_ticket, plan_upsert, publish_tickets,
+from kirinuki.core.config import SheetColumns, SheetsParams
+from kirinuki.publish.tickets import (CREDENTIALS_ENV, Ticket, check_ticket, plan_upsert, publish_tickets,
                               read_outbox)
 
 from fake_sheets import FakeGoogle, service_account

@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.imageio import read_jsonl
-from kirinuki.track import TrackOptions, extract_with_limit, run_track
-from kirinuki.workspace import workspace_for_input
+from kirinuki.core.imageio import read_jsonl
+from kirinuki.publish.track import TrackOptions, extract_with_limit, run_track
+from kirinuki.publish.workspace import workspace_for_input
 
 from conftest import TINY_SIZE
 from fake_pushover import FakePushover

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kirinuki.config import ValidateParams
-from kirinuki.imageio import write_png
-from kirinuki.validate import (
+from kirinuki.core.config import ValidateParams
+from kirinuki.core.imageio import write_png
+from kirinuki.qc.validate import (
     BAND_NAMES, CUTOUT_COLUMNS, IMAGE_COLUMNS, ValidateError, auroc, cutout_truth, gt_instances, iou_matrix,
     match_instances, page_metrics, run_validate, summarize,
 )

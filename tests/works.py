@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kirinuki.config import ExtractParams, Params
-from kirinuki.imageio import write_png
-from kirinuki.track import TrackOptions, run_track
-from kirinuki.workspace import workspace_for_input
+from kirinuki.core.config import ExtractParams, Params
+from kirinuki.core.imageio import write_png
+from kirinuki.publish.track import TrackOptions, run_track
+from kirinuki.publish.workspace import workspace_for_input
 
 from conftest import TINY_SIZE, two_figures
 

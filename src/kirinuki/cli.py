@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .config import ConfigError, Params, load_params
+from kirinuki.core.config import ConfigError, Params, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Anime/manga pages -> single-character cut-outs with measured quality.")
@@ -38,7 +38,7 @@ def _fail(message: str, code: int = 1):
 def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<stem>.png + _gt.png"),
           params: Optional[Path] = ParamsOpt):
     """Generate procedural manga/anime pages with exact instance ground truth."""
-    from .synth import write_dataset
+    from kirinuki.synth.pages import write_dataset
     paths = write_dataset(_params(params).synth, out)
     typer.echo(f"wrote {len(paths)} pages with ground truth under {out}")
 
@@ -46,7 +46,7 @@ def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<
 @app.command("fetch-model")
 def fetch_model_cmd(params: Optional[Path] = ParamsOpt):
     """Fetch the default segmentation model (anime ISNet if reachable, else the general ISNet)."""
-    from .models import ModelUnavailable, fetch_model
+    from kirinuki.assets.fetch import ModelUnavailable, fetch_model
     try:
         fetch_model(_params(params).model, log=lambda m: typer.echo(m, err=True))
     except ModelUnavailable as e:
@@ -61,7 +61,7 @@ def quantize_model_cmd(src: Optional[Path] = typer.Option(None, "--src", help="t
                        params: Optional[Path] = ParamsOpt):
     """Make the static int8 model (~4x faster on CPU) from the fetched one, calibrated on sample pages;
     does nothing when its card says it is up to date."""
-    from .quantize import QuantizeError, build_int8
+    from kirinuki.assets.quantize import QuantizeError, build_int8
     p = _params(params)
     given = {"source": src, "path": out, "calibration": calibration, "pages": pages}
     cfg = p.quantize.model_copy(update={k: v for k, v in given.items() if v is not None})
@@ -89,7 +89,7 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
                                                             "the composites and their features, reused and extended"),
                        params: Optional[Path] = ParamsOpt):
     """Train the splitter that cuts touching characters apart (extract.splitter) on sprite composites."""
-    from .train_split import train_splitter
+    from kirinuki.train.splitter import train_splitter
     try:
         card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
                               drawn_share=drawn_share, threads=threads,
@@ -107,8 +107,8 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
             progress: bool = typer.Option(True, help="show a progress bar"),
             params: Optional[Path] = ParamsOpt):
     """Cut every character out of every page: labels.png, char_<k>.png, records.jsonl."""
-    from .extract import run_extract
-    from .models import BackendUnavailable
+    from kirinuki.extract.run import run_extract
+    from kirinuki.extract.sessions import BackendUnavailable
     try:
         s = run_extract(inputs, out, _params(params).extract, max_files=max_files, progress=progress)
     except (FileNotFoundError, BackendUnavailable, ValueError) as e:
@@ -128,7 +128,7 @@ def bench(images: Path = typer.Argument(..., help="an image or a folder of pages
     """Time `extract` (s/page, model forward vs the rest), its peak memory vs page count, and SAM's
     3-box vs 1-box cost: medians and ratios against the targets."""
     import json
-    from .bench import BenchError, format_table, run_bench
+    from kirinuki.qc.bench import BenchError, format_table, run_bench
     try:
         counts = [int(n) for n in memory_pages.split(",") if n.strip()]
         if any(n < 1 for n in counts):
@@ -150,8 +150,8 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
           out: Optional[Path] = typer.Option(None, "--out", "-o", help="scores JSONL (default EXTRACT_DIR/scores.jsonl)"),
           params: Optional[Path] = ParamsOpt):
     """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons (re-scores without re-extracting)."""
-    from .config import load_score_model
-    from .score import ScoreError, run_score
+    from kirinuki.core.config import load_score_model
+    from kirinuki.quality.score import ScoreError, run_score
     cfg = _params(params).score
     try:
         model = load_score_model(cfg.weights_path)
@@ -173,7 +173,7 @@ def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract outpu
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="[default: score.weights_file, else the weights shipped with kirinuki]"),
               params: Optional[Path] = ParamsOpt):
     """Fit the composite score on cut-outs with ground truth; write the weights with their provenance."""
-    from .calibrate import CalibrateError, run_calibrate
+    from kirinuki.qc.calibrate import CalibrateError, run_calibrate
     p = _params(params)
     out = out or p.score.weights_path
     try:
@@ -196,7 +196,7 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
              per_cutout: Optional[Path] = typer.Option(None, help="per-cut-out CSV (default: EXTRACT_DIR/per_cutout.csv)"),
              params: Optional[Path] = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
-    from .validate import ValidateError, run_validate
+    from kirinuki.qc.validate import ValidateError, run_validate
     scores = scores or extract_dir / "scores.jsonl"
     try:
         m = run_validate(extract_dir, gt, scores if scores.exists() else None, _params(params).validation,
@@ -221,7 +221,7 @@ def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help
             params: Optional[Path] = ParamsOpt):
     """Paired per-image statistics against a baseline, plus floors: exit 1 when the gate fails
     (a significant regression, or a metric past its limit in the thresholds file)."""
-    from .compare import CompareError, run_compare
+    from kirinuki.qc.compare import CompareError, run_compare
     try:
         code = run_compare(candidate, baseline, _params(params).compare,
                            json_out or candidate.with_name("compare.json"), md_out or candidate.with_name("compare.md"),
@@ -243,7 +243,7 @@ def report_pr(report: Path = typer.Option(..., help="compare JSON of the gate (m
               context: str = typer.Option("kirinuki/qc", help="commit status context")):
     """Post the gate's result on a pull request: one sticky comment (edited on each push) and a
     commit status. The token is read from $GITHUB_TOKEN."""
-    from .pr_report import ReportError, comment_body, commit_status, connect, publish, read_report
+    from kirinuki.publish.pr_report import ReportError, comment_body, commit_status, connect, publish, read_report
     try:
         result = read_report(report)
         diff = metrics_diff.read_text(encoding="utf-8") if metrics_diff and metrics_diff.is_file() else None
@@ -261,7 +261,7 @@ RootOpt = typer.Option(Path("."), "--root", help="data root holding <author>/org
 
 
 def _workspace(tracker_id: str, root: Path):
-    from .workspace import WorkspaceError, check_tracker_id, find_workspaces
+    from kirinuki.publish.workspace import WorkspaceError, check_tracker_id, find_workspaces
     try:
         ws = find_workspaces(root).get(check_tracker_id(tracker_id))
     except WorkspaceError as e:
@@ -283,9 +283,9 @@ def track(tracker_id: str = typer.Argument(..., help="tracker ID, e.g. QCC-011")
           detached: bool = typer.Option(False, hidden=True),
           params: Optional[Path] = ParamsOpt):
     """Run the pipeline over a work into its tracker workspace, then publish dashboard, ticket, notification."""
-    from .tickets import Ticket, check_ticket
-    from .track import TrackBusy, TrackOptions, make_log, run_track, running_pid, start_background
-    from .workspace import WorkspaceError, workspace_for_input
+    from kirinuki.publish.tickets import Ticket, check_ticket
+    from kirinuki.publish.track import TrackBusy, TrackOptions, make_log, run_track, running_pid, start_background
+    from kirinuki.publish.workspace import WorkspaceError, workspace_for_input
     cfg = _params(params)
     try:
         ws = workspace_for_input(work, tracker_id)
@@ -318,7 +318,7 @@ def track(tracker_id: str = typer.Argument(..., help="tracker ID, e.g. QCC-011")
 def track_log(tracker_id: str = typer.Argument(..., help="tracker ID"), root: Path = RootOpt,
               follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the run ends")):
     """Print a tracker run's log (track.log); --follow waits for the run to finish."""
-    from .track import follow_log
+    from kirinuki.publish.track import follow_log
     try:
         follow_log(_workspace(tracker_id, root), follow, lambda s: typer.echo(s, nl=False))
     except FileNotFoundError as e:
@@ -334,8 +334,8 @@ def ticket(tracker_id: str = typer.Argument(..., help="tracker ID"),
            needs: Optional[list[str]] = typer.Option(None, "--needs", help="tracker ID this one needs first (repeatable)"),
            root: Path = RootOpt, params: Optional[Path] = ParamsOpt):
     """Create or update a ticket row by tracker ID (also sends updates waiting in the outbox)."""
-    from .tickets import publish_tickets, ticket_update
-    from .workspace import OUTBOX_NAME
+    from kirinuki.publish.tickets import publish_tickets, ticket_update
+    from kirinuki.publish.workspace import OUTBOX_NAME
     cfg = _params(params).publish.sheets
     try:
         t = ticket_update(tracker_id, cfg, status=status, priority=priority, summary=summary, details=details,
@@ -351,7 +351,7 @@ def serve(root: Path = RootOpt,
           host: str = typer.Option("127.0.0.1", help="address to bind, e.g. your VPN interface's"),
           port: int = typer.Option(8765, help="TCP port")):
     """Serve /tracker/<ID>/ dashboards behind HTTP basic auth ($KIRINUKI_DASHBOARD_USER/_PASSWORD)."""
-    from .serve import ServeError, make_server
+    from kirinuki.publish.serve import ServeError, make_server
     try:
         server = make_server(root, host, port)
     except ServeError as e:

@@ -30,10 +30,10 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from .imageio import IMAGE_SUFFIXES, atomic_path, write_json
-from .models import card_path, sha256_file
-from .split import grid_features, grid_input
-from .synth import figure_sprite
+from kirinuki.core.imageio import IMAGE_SUFFIXES, atomic_path, write_json
+from kirinuki.core.cards import card_path, sha256_file
+from kirinuki.extract.split import grid_features, grid_input
+from kirinuki.synth.pages import figure_sprite
 
 INPUT = 256  # network input side
 GRID = 128  # output grid side (stride 2)
@@ -369,8 +369,8 @@ def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Pa
                                                                  centre, drawn_share)))]
         features = []
     else:
-        from .models import network_sha256
-        from .segment import load_segmenter
+        from kirinuki.core.cards import network_sha256
+        from kirinuki.extract.segment import load_segmenter
 
         segmenter = load_segmenter(isnet, FEATURE_STAGES)
         settings = {**{k: card[k] for k in ("sprite_dirs", "background_dirs", "sprites", "backgrounds", "seed",

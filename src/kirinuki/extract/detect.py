@@ -13,8 +13,9 @@ from typing import NamedTuple, Optional, Protocol
 
 import numpy as np
 
-from .config import ExtractParams, YoloParams
-from .models import INSTALL_BACKENDS, BackendUnavailable, sha256_file, torch_setup, weights_file
+from kirinuki.core.config import ExtractParams, YoloParams
+from kirinuki.extract.sessions import INSTALL_BACKENDS, BackendUnavailable, torch_setup, weights_file
+from kirinuki.core.cards import sha256_file
 
 
 class Boxes(NamedTuple):

@@ -16,18 +16,18 @@ import cv2
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .config import DashboardParams
-from .imageio import BadImage, atomic_path, read_image, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
-from .score import QUALITY_JA
-from .validate import GRADES
-from .workspace import Workspace
+from kirinuki.core.config import DashboardParams
+from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
+from kirinuki.quality.score import QUALITY_JA
+from kirinuki.qc.validate import GRADES
+from kirinuki.publish.workspace import Workspace
 
 # instance colours of the overlay (RGB), k = 1, 2, ... cycling
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60)]
 JPEG_QUALITY = 85
 
-_env = Environment(loader=PackageLoader("kirinuki", "templates"), autoescape=select_autoescape(["html", "j2"]),
+_env = Environment(loader=PackageLoader("kirinuki.publish", "templates"), autoescape=select_autoescape(["html", "j2"]),
                    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from .dashboard import read_json, render_index
-from .workspace import TRACKER_ID, find_workspaces
+from kirinuki.publish.dashboard import read_json, render_index
+from kirinuki.publish.workspace import TRACKER_ID, find_workspaces
 
 USER_ENV, PASSWORD_ENV = "KIRINUKI_DASHBOARD_USER", "KIRINUKI_DASHBOARD_PASSWORD"
 

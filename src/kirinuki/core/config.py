@@ -92,16 +92,9 @@ class SamParams(Section):
     points: Literal["none", "center"] = "none"
 
 
-class GrabcutParams(Section):
-    """extract.refine grabcut: OpenCV GrabCut around each character's mask."""
-    iters: int = Field(3, ge=1)  # iterations per character
-    band: float = Field(0.03, gt=0, le=0.5)  # uncertain band on each side of the outline, share of its longer side
-
-
 class ExtractParams(Section):
     detector: Literal["none", "yolo"] = "none"
     segmenter: Literal["isnet", "sam"] = "isnet"
-    refine: Literal["none", "grabcut"] = "none"
     model: Path = Path("models/isnet.int8.onnx")  # `kirinuki quantize-model` makes it from model.path
     input_size: int = Field(1024, ge=32)
     # None: take the normalisation recorded beside the model (models/<name>.json)
@@ -118,10 +111,8 @@ class ExtractParams(Section):
     # a region with less than min_core of its pixels at prob >= core_prob is no character
     core_prob: float = Field(0.9, gt=0, le=1)
     min_core: float = Field(0.5, ge=0, le=1)
-    # learned cues (split.py) that cut touching characters apart when there is no detector, tried in
-    # order: the first that can run with `model` is used (one that reads ISNet's features needs the
-    # ISNet it was trained on); one path or a list; None = off
-    splitter: Optional[list[Path]] = Field(default_factory=lambda: [Path("models/splitter.onnx")], min_length=1)
+    # learned cue (extract/split.py) that cuts touching characters apart when there is no detector; None = off
+    splitter: Optional[Path] = Path("models/splitter.onnx")
     split_peak: float = Field(0.25, gt=0, le=1)  # a centre is a heatmap peak at least this high
     split_share: float = Field(0.2, gt=0, le=0.5)  # ... holding at least this share of a region's votes
     split_separation: float = Field(0.3, ge=0)  # centres closer than this x sqrt(region area) are one character
@@ -141,13 +132,7 @@ class ExtractParams(Section):
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")  # torch backends (yolo, sam): cpu, cuda, cuda:N
     yolo: YoloParams = YoloParams()
     sam: SamParams = SamParams()
-    grabcut: GrabcutParams = GrabcutParams()
     page_warn_s: float = Field(300.0, gt=0)  # a page slower than this is logged
-
-    @field_validator("splitter", mode="before")
-    @classmethod
-    def _one_or_more(cls, value):
-        return [value] if isinstance(value, (str, Path)) else value
 
     @model_validator(mode="after")
     def _check(self):
@@ -159,7 +144,7 @@ class ExtractParams(Section):
 
 
 # fitted on realbench dev for the default extractor; see its provenance
-DEFAULT_SCORE_WEIGHTS = Path(__file__).with_name("score_weights.yaml")
+DEFAULT_SCORE_WEIGHTS = Path(__file__).parent.parent / "quality" / "score_weights.yaml"
 
 
 class ScoreParams(Section):
@@ -208,7 +193,7 @@ def _check_tree(tree, features: set[str]) -> None:
 
 
 class ScoreModel(Section):
-    """qc/score_weights.yaml, written by `kirinuki calibrate`: the composite score is
+    """quality/score_weights.yaml (or score.weights_file), written by `kirinuki calibrate`: the composite score is
     base + learning_rate x (sum of the trees' leaves), clipped to 0..1 — a predicted IoU."""
     features: list[str] = Field(min_length=1)
     base: float
@@ -406,34 +391,28 @@ def load_thresholds(path: Path) -> Thresholds:
 
 
 def load_score_model(path: Path) -> ScoreModel:
-    """The fitted score weights in `path` (qc/score_weights.yaml), validated like params."""
+    """The fitted score weights in `path` (quality/score_weights.yaml), validated like params."""
     return _load_yaml_model(Path(path), ScoreModel, "score weights file (fit one with `kirinuki calibrate`)")
 
 
-def _rebase(section: Section, key: str, base: Path) -> Section:
-    """`section` with its optional path `key` taken relative to `base`."""
-    value = getattr(section, key)
-    return section.model_copy(update={key: value and base / value})
+def _rebase(section: Section, base: Path) -> Section:
+    """`section` with every relative path in it, at any depth, taken relative to `base`."""
+    update = {}
+    for key, value in section:
+        if isinstance(value, Section):
+            update[key] = _rebase(value, base)
+        elif isinstance(value, Path) and not value.is_absolute():
+            update[key] = base / value
+    return section.model_copy(update=update)
 
 
 def load_params(path: Optional[Path] = None) -> Params:
     """Defaults, overridden by the params file `path` when given.
 
-    Relative paths inside are taken relative to the params file's folder.
+    One rule for paths: every relative path in it (any key typed as a path) is taken
+    relative to the params file's folder, wherever the command runs.
     """
     if path is None:
         return Params()
     path = Path(path)
-    params = _load_yaml_model(path, Params, "params file")
-    base = path.parent
-    return params.model_copy(update={
-        "model": params.model.model_copy(update={"path": base / params.model.path}),
-        "quantize": params.quantize.model_copy(update={k: base / getattr(params.quantize, k)
-                                                       for k in ("source", "path", "calibration")}),
-        "extract": params.extract.model_copy(update={
-            "model": base / params.extract.model,
-            "yolo": _rebase(params.extract.yolo, "weights", base),
-            "sam": _rebase(params.extract.sam, "checkpoint", base)}),
-        "score": params.score.model_copy(update={
-            "weights_file": params.score.weights_file and base / params.score.weights_file}),
-    })
+    return _rebase(_load_yaml_model(path, Params, "params file"), path.parent)

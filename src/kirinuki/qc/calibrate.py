@@ -1,4 +1,4 @@
-"""calibrate: fit the composite score on cut-outs with ground truth -> qc/score_weights.yaml.
+"""calibrate: fit the composite score on cut-outs with ground truth -> src/kirinuki/quality/score_weights.yaml.
 
 Samples are the cut-outs of one or more extract folders, each with its features (as the
 scorer computes them) and the IoU of its best ground-truth match (as validate measures
@@ -18,11 +18,12 @@ import numpy as np
 import yaml
 from scipy.stats import spearmanr
 
-from . import __version__, boosting
-from .config import CalibrateParams, ScoreModel, ScoreParams
-from .imageio import BadImage, index_gt, read_jsonl, write_text
-from .score import cutout_features, grade
-from .validate import auroc, page_metrics, read_pair
+from kirinuki import __version__
+from kirinuki.quality import boosting
+from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
+from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, write_text
+from kirinuki.quality.score import cutout_features, grade
+from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
 
 class CalibrateError(Exception):

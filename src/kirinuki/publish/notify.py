@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import requests
 
-from .config import NotifyParams
-from .imageio import read_rgba_png
+from kirinuki.core.config import NotifyParams
+from kirinuki.core.imageio import read_rgba_png
 
 TOKEN_ENV, USER_ENV = "KIRINUKI_PUSHOVER_TOKEN", "KIRINUKI_PUSHOVER_USER"
 SHEET_HEIGHT = 320      # px, height of each cut-out in the contact sheet

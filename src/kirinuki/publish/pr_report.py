@@ -15,7 +15,7 @@ from typing import Optional
 import github3
 from github3.exceptions import GitHubError, GitHubException
 
-from .compare import to_markdown
+from kirinuki.qc.compare import to_markdown
 
 MARKER = "<!-- kirinuki-qc -->"  # finds our comment again
 GITHUB_COM = "https://github.com"

@@ -23,10 +23,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
-from .extract import Models, run_extract
-from .config import ExtractParams
-from .imageio import find_images, read_image
-from .segment import load_segmenter
+from kirinuki.extract.run import Models, run_extract
+from kirinuki.core.config import ExtractParams
+from kirinuki.core.imageio import find_images, read_image
+from kirinuki.extract.segment import load_segmenter
 
 TARGETS = {"median_s": 1.5, "non_forward_share": 0.15, "memory_ratio": 1.10, "sam_ratio": 1.2}
 SAM_REPEATS = 3

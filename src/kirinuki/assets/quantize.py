@@ -28,9 +28,9 @@ import numpy as np
 import onnx
 from onnx import ModelProto, helper, numpy_helper
 
-from .config import ExtractParams, QuantizeParams
-from .imageio import atomic_path, find_images, read_image, write_json
-from .models import card_path, read_card, sha256_file
+from kirinuki.core.config import ExtractParams, QuantizeParams
+from kirinuki.core.imageio import atomic_path, find_images, read_image, write_json
+from kirinuki.core.cards import card_path, read_card, sha256_file
 
 
 class QuantizeError(Exception):
@@ -137,7 +137,7 @@ def model_input(path: Path) -> tuple[str, Optional[int]]:
 def calibration_inputs(pages: list[Path], size: int, card: dict, extract: ExtractParams) -> Iterator[np.ndarray]:
     """Each page as the segmenter feeds it to the model (1x3xSxS float32): the card's
     normalisation unless `extract` sets it, and `extract`'s descreening of monochrome pages."""
-    from .segment import isnet_input, normalisation
+    from kirinuki.extract.segment import isnet_input, normalisation
     norm = normalisation(extract, lambda: card)
     for page in pages:
         rgb = read_image(page, extract.max_pixels)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import Thresholds
+from kirinuki.core.config import Thresholds
 
 
 class FloorsError(Exception):

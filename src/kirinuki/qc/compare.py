@@ -19,10 +19,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .config import CompareParams, ConfigError, load_thresholds
-from .floors import FloorsError, breach_reason, check_floors, read_summary
-from .imageio import write_json, write_text
-from .stats import (WILCOXON_ARE, bootstrap_ci, cohens_dz, holm, min_detectable_dz, n_for_effect, paired_t,
+from kirinuki.core.config import CompareParams, ConfigError, load_thresholds
+from kirinuki.qc.floors import FloorsError, breach_reason, check_floors, read_summary
+from kirinuki.core.imageio import write_json, write_text
+from kirinuki.core.stats import (WILCOXON_ARE, bootstrap_ci, cohens_dz, holm, min_detectable_dz, n_for_effect, paired_t,
                     rank_biserial, wilcoxon_p)
 
 PER_IMAGE_NAME = "per_image.csv"

@@ -3,7 +3,7 @@
 Hard flags come first: a black or empty cut-out, more than one character, a body cut by
 the page edge or a straight border, or a crop too small for training is never above D,
 and the reason is stated with a stable identifier. The composite score is the fitted
-model's predicted IoU (qc/score_weights.yaml, `kirinuki calibrate`); a flagged cut-out's
+model's predicted IoU (src/kirinuki/quality/score_weights.yaml, `kirinuki calibrate`); a flagged cut-out's
 score is scaled into the D/E band, which keeps the order among flagged cut-outs.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import boosting
-from .config import ScoreModel, ScoreParams, load_score_model
-from .features import SIDES, features
-from .imageio import BadImage, read_jsonl, read_label_png, read_rgba_png, write_jsonl
+from kirinuki.quality import boosting
+from kirinuki.core.config import ScoreModel, ScoreParams, load_score_model
+from kirinuki.quality.features import SIDES, features
+from kirinuki.core.imageio import BadImage, read_jsonl, read_label_png, read_rgba_png, write_jsonl
 
 _SIDE_JA = {"left": "左", "top": "上", "right": "右", "bottom": "下"}
 MESSAGES = {  # reason -> (English, Japanese)

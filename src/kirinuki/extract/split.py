@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from .config import ExtractParams
-from .instances import label_dtype
-from .models import network_sha256, onnx_session, read_card, sha256_file
-from .segment import isnet_model
+from kirinuki.core.config import ExtractParams
+from kirinuki.core.instances import label_dtype
+from kirinuki.core.cards import sha256_file
+from kirinuki.extract.sessions import onnx_session
 
 
 def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:
@@ -47,18 +47,6 @@ def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None
     return out
 
 
-def grid_features(features: np.ndarray, shape: tuple[int, ...], size: int) -> np.ndarray:
-    """CxGhxGw map over an HxW page (IsnetSegmenter.run) -> CxSxS in grid_input's frame:
-    bilinear to the page's aspect, top-left aligned, zeros elsewhere."""
-    nh, nw = _frame(shape, size)
-    hwc = np.ascontiguousarray(features.transpose(1, 2, 0))
-    out = np.zeros((features.shape[0], size, size), features.dtype)
-    for c in range(0, len(features), 128):  # OpenCV's resize takes at most 128 channels at once
-        out[c:c + 128, :nh, :nw] = cv2.resize(hwc[..., c:c + 128], (nw, nh),
-                                             interpolation=cv2.INTER_LINEAR).reshape(nh, nw, -1).transpose(2, 0, 1)
-    return out
-
-
 def _frame(shape: tuple[int, ...], size: int) -> tuple[int, int]:
     """An HxW page's height and width once its longer side is `size` (grid_input's frame)."""
     h, w = shape[:2]
@@ -70,10 +58,6 @@ class Splitter:
     """The splitter as ONNX: input [1,3,S,S] float (RGB/255 - 0.5), outputs `centres`
     [1,1,G,G] in 0..1, `offsets` [1,2,G,G] (dy, dx to the centre, in units of G) and
     `foreground` [1,1,G,G] in 0..1.
-
-    A splitter trained with `--isnet-features` also takes ISNet's inner tensors: every
-    further input is named after the tensor it takes ([1,C,G',G'] float, dequantised, in
-    grid_features' frame), and its card names the float ISNet (`isnet_sha256`) they come from.
     """
 
     outputs = ["centres", "offsets", "foreground"]
@@ -84,51 +68,27 @@ class Splitter:
         if missing:
             raise ValueError(f"extract.{name} {model}: no output {', '.join(sorted(missing))} "
                              "(trained by an older kirinuki? retrain it with `kirinuki train-splitter`)")
-        inputs = self.session.get_inputs()
-        self.size = inputs[0].shape[-1]
-        self.features = {i.name: i.shape[-1] for i in inputs[1:]}  # ISNet tensor -> its grid side here
+        self.size = self.session.get_inputs()[0].shape[-1]
         self.name = name
         self.info = {name: Path(model).name, f"{name}_sha256": sha256_file(model)}
-        self.isnet_sha256 = read_card(model).get("isnet_sha256") if self.features else None
 
-    def __call__(self, rgb: np.ndarray, features: Optional[dict[str, np.ndarray]] = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """HxWx3 uint8 page (and, if it reads them, ISNet's features of it) -> (GxG float32
-        centre heatmap, 2xGxG float32 offsets in grid cells, GxG float32 foreground probability)."""
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """HxWx3 uint8 page -> (GxG float32 centre heatmap, 2xGxG float32 offsets in grid cells,
+        GxG float32 foreground probability)."""
         x = grid_input(rgb, self.size).astype(np.float32).transpose(2, 0, 1)[None] / 255.0 - 0.5
-        feeds = {"input": x}
-        for name, side in self.features.items():
-            feeds[name] = grid_features(features[name], rgb.shape, side)[None]
-        centres, offsets, foreground = self.session.run(self.outputs, feeds)
+        centres, offsets, foreground = self.session.run(self.outputs, {"input": x})
         return centres[0, 0], offsets[0] * centres.shape[-1], foreground[0, 0]
 
 
 def load_splitter(params: ExtractParams, key: str = "splitter") -> Optional[Splitter]:
-    """The splitter in `extract.<key>` (splitter or head_splitter), or None when that is null.
-
-    extract.splitter is a list: the first that can run with extract.model is taken. One that
-    reads ISNet's features needs those of the ISNet it was trained on (its card's
-    `isnet_sha256`): features of another network mean nothing to it."""
-    models = getattr(params, key)
-    if models is None:
+    """The splitter in `extract.<key>` (splitter or head_splitter), or None when that is null."""
+    model = getattr(params, key)
+    if model is None:
         return None
-    network, refused = None, []
-    for model in models if key == "splitter" else [models]:
-        if not Path(model).exists():
-            raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
-                                    f"`kirinuki train-splitter`, or set extract.{key}: null)")
-        splitter = Splitter(model, params.threads, key)
-        if not splitter.features:
-            return splitter
-        if key != "splitter":  # the head splitter also looks at crops, which ISNet never sees
-            raise ValueError(f"extract.{key} {model}: reads ISNet's features, which only extract.splitter can")
-        network = network or network_sha256(params.model, sha256_file(isnet_model(params)))
-        if splitter.isnet_sha256 == network:
-            return splitter
-        refused.append(f"{model} reads the features of ISNet {str(splitter.isnet_sha256)[:12]}")
-    raise ValueError(f"extract.splitter: none can run with extract.model {params.model}, ISNet {network[:12]}: "
-                     f"{'; '.join(refused)}; retrain one with `kirinuki train-splitter --isnet-features` "
-                     "or list one that reads the page alone")
+    if not Path(model).exists():
+        raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
+                                f"`kirinuki train-splitter`, or set extract.{key}: null)")
+    return Splitter(model, params.threads, key)
 
 
 def centre_peaks(heatmap: np.ndarray, threshold: float) -> np.ndarray:

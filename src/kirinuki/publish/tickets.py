@@ -28,9 +28,9 @@ from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 from gspread.utils import ValueInputOption, rowcol_to_a1
 
-from .config import SheetColumns, SheetsParams
-from .imageio import read_jsonl, write_jsonl
-from .workspace import check_tracker_id
+from kirinuki.core.config import SheetColumns, SheetsParams
+from kirinuki.core.imageio import read_jsonl, write_jsonl
+from kirinuki.publish.workspace import check_tracker_id
 
 CREDENTIALS_ENV = "KIRINUKI_GOOGLE_CREDENTIALS"
 GOOGLE_SHEETS = "https://sheets.googleapis.com"

@@ -12,13 +12,11 @@ from typing import Callable, Protocol, Union
 
 import cv2
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
-from .config import ExtractParams, SamParams
-from .models import (INSTALL_BACKENDS, BackendUnavailable, onnx_session, read_card, sha256_file, torch_setup,
-                     weights_file)
+from kirinuki.core.config import ExtractParams, SamParams
+from kirinuki.extract.sessions import INSTALL_BACKENDS, BackendUnavailable, onnx_session, torch_setup, weights_file
+from kirinuki.core.cards import read_card, sha256_file
 
 
 class Segmenter(Protocol):
@@ -28,30 +26,19 @@ class Segmenter(Protocol):
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """rgb: HxWx3 uint8 -> HxW float32 foreground probability in 0..1."""
 
-    def run(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The same, and the inner tensors it was asked to hand out (none by default)."""
-
 
 class IsnetSegmenter:
     """ISNet (DIS) as ONNX: input [1,3,S,S] float, output [1,1,S,S] in 0..1.
 
     Works for the anime ISNet (letterboxed, RGB/255) and the general one
     (stretched, RGB/255 - 0.5); the normalisation comes from params or the model card.
-    `features`: inner tensors to hand out as well (`run`), for a splitter that reads ISNet's
-    encoder (split.Splitter); the graph gets them as extra outputs.
     """
 
     name = "isnet"
 
     def __init__(self, model: Path, size: int, mean, std, letterbox: bool, threads: int = 0,
-                 descreen_sigma: float = 0.0, mono_chroma: float = 0.0, features: tuple[str, ...] = ()):
-        self.read, source = {}, model
-        if features:
-            graph = onnx.load(str(model))
-            self.read = inner_outputs(graph, features, model)
-            graph.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t, _, _ in self.read.values())
-            source = graph.SerializeToString()
-        self.session = onnx_session(source, threads)
+                 descreen_sigma: float = 0.0, mono_chroma: float = 0.0):
+        self.session = onnx_session(model, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.prep = dict(size=size, mean=mean, std=std, letterbox=letterbox,
@@ -60,39 +47,11 @@ class IsnetSegmenter:
                      "model": Path(model).name, "model_sha256": sha256_file(model)}
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        return self.run(rgb)[0]
-
-    def run(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """-> (HxW foreground probability, {feature: CxGhxGw float32, the part of its map over the page})."""
         h, w = rgb.shape[:2]
         x, (top, left, nh, nw) = isnet_input(rgb, **self.prep)
-        y, *inner = self.session.run([self.output_name, *(t for t, _, _ in self.read.values())], {self.input_name: x})
-        s = x.shape[-1]
-        features = {}
-        for (name, (_, scale, zero)), f in zip(self.read.items(), inner):
-            g = f.shape[-1] / s  # model pixel -> feature cell
-            f = f[0, :, round(top * g):round((top + nh) * g), round(left * g):round((left + nw) * g)]
-            features[name] = (f.astype(np.float32) - zero) * np.float32(scale)
+        (y,) = self.session.run([self.output_name], {self.input_name: x})
         y = y[0, 0, top:top + nh, left:left + nw]
-        return np.clip(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0), features
-
-
-def inner_outputs(graph, names: tuple[str, ...], model: Path) -> dict[str, tuple[str, float, int]]:
-    """Float tensors `names` of an ONNX graph -> {name: (tensor to read, scale, zero point)}.
-
-    In an int8 graph a tensor's quantised uint8 copy is read (its float form may be fused
-    away) and dequantised; else the tensor itself (1, 0).
-    """
-    made = {o for node in graph.graph.node for o in node.output}
-    missing = [n for n in names if n not in made]
-    if missing:
-        raise ValueError(f"extract.model {model}: no tensor {', '.join(missing)} (not the ISNet a splitter reads)")
-    init = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
-    read = {}
-    for name in names:
-        q = next((n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name), None)
-        read[name] = (q.output[0], float(init[q.input[1]]), int(init[q.input[2]])) if q else (name, 1.0, 0)
-    return read
+        return np.clip(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
 def is_monochrome(rgb: np.ndarray, max_chroma: float) -> bool:
@@ -153,11 +112,11 @@ def isnet_model(params: ExtractParams) -> Path:
     return model
 
 
-def _isnet(params: ExtractParams, features: tuple[str, ...] = ()) -> IsnetSegmenter:
+def _isnet(params: ExtractParams) -> IsnetSegmenter:
     model = isnet_model(params)
     norm = normalisation(params, lambda: read_card(model))
     return IsnetSegmenter(model, params.input_size, threads=params.threads, descreen_sigma=params.descreen_sigma,
-                          mono_chroma=params.mono_chroma, features=features, **norm)
+                          mono_chroma=params.mono_chroma, **norm)
 
 
 class BoxSegmenter(Protocol):
@@ -230,9 +189,6 @@ def _sam(params: ExtractParams) -> SamSegmenter:
 SEGMENTERS = {"isnet": _isnet, "sam": _sam}
 
 
-def load_segmenter(params: ExtractParams, features: tuple[str, ...] = ()) -> Union[Segmenter, BoxSegmenter]:
-    """The segmenter named by `extract.segmenter`; `features`: ISNet tensors it also hands out."""
-    if features and params.segmenter != "isnet":
-        raise ValueError(f"extract.segmenter {params.segmenter}: the splitter reads ISNet's features; "
-                         "use extract.segmenter isnet or another splitter")
-    return _isnet(params, features) if params.segmenter == "isnet" else SEGMENTERS[params.segmenter](params)
+def load_segmenter(params: ExtractParams) -> Union[Segmenter, BoxSegmenter]:
+    """The segmenter named by `extract.segmenter`."""
+    return SEGMENTERS[params.segmenter](params)

@@ -26,16 +26,16 @@ from typing import Callable, Mapping, Optional
 import pandas as pd
 from tqdm import tqdm
 
-from .compare import CompareError, paired_compare, run_compare
-from .config import Params
-from .dashboard import read_json, write_dashboard, write_index
-from .extract import ExtractSummary, run_extract
-from .imageio import find_images, index_gt, read_jsonl, write_json
-from .notify import best_cutouts, notify
-from .score import run_score
-from .tickets import Ticket, now_text, publish_tickets
-from .validate import ValidateError, run_validate
-from .workspace import Workspace
+from kirinuki.qc.compare import CompareError, paired_compare, run_compare
+from kirinuki.core.config import Params
+from kirinuki.publish.dashboard import read_json, write_dashboard, write_index
+from kirinuki.extract.run import ExtractSummary, run_extract
+from kirinuki.core.imageio import find_images, index_gt, read_jsonl, write_json
+from kirinuki.publish.notify import best_cutouts, notify
+from kirinuki.quality.score import run_score
+from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
+from kirinuki.qc.validate import ValidateError, run_validate
+from kirinuki.publish.workspace import Workspace
 
 Log = Callable[[str], None]
 

@@ -15,9 +15,9 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
-from .config import ValidateParams
-from .features import completeness
-from .imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
+from kirinuki.core.config import ValidateParams
+from kirinuki.quality.features import completeness
+from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
 
 GRADES = ("A", "B", "C", "D", "E")
 MAX_LABEL = 65535  # largest id a uint16 PNG label map can hold

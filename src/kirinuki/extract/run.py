@@ -10,7 +10,7 @@ Per page: boxes from the detector (if `extract.detector` is set), then the segme
 detector: connected components, cut apart by the learned splitters, at heads and then at
 centres of mass; both add the characters the segmenter missed, heads first, and the second
 also drops regions that hold no character; last, the head splitter looks at each region
-again on a crop around it), then the optional refinement (`extract.refine`).
+again on a crop around it).
 """
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from . import __version__
-from .config import ExtractParams
-from .detect import Detector, load_detector
-from .imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
-from .instances import crop_box, cutout, instances_from_mask, instances_from_masks
-from .refine import refine_grabcut
-from .segment import BoxSegmenter, Segmenter, load_segmenter
-from .split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
+from kirinuki import __version__
+from kirinuki.core.config import ExtractParams
+from kirinuki.extract.detect import Detector, load_detector
+from kirinuki.core.imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
+from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks
+from kirinuki.extract.segment import BoxSegmenter, Segmenter, load_segmenter
+from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
 
 
 @dataclass
@@ -55,8 +54,8 @@ class Models:
     @classmethod
     def load(cls, params: ExtractParams) -> "Models":
         detect = load_detector(params)
-        split = None if detect else load_splitter(params)  # before the segmenter: it names the features ISNet hands out
-        segment = load_segmenter(params, tuple(split.features) if split else ())
+        split = None if detect else load_splitter(params)
+        segment = load_segmenter(params)
         return cls(detect=detect, segment=segment, split=split,
                    heads=load_splitter(params, "head_splitter") if split else None)
 
@@ -110,9 +109,8 @@ def _timed(fn, *args):
     return fn(*args), time.perf_counter() - start
 
 
-def _cut(labels: np.ndarray, rgb: np.ndarray, features: dict, models: Models, params: ExtractParams):
-    """ISNet's regions (and the features it handed out for the splitter) -> characters, by the
-    splitter and the head splitter (split.py), and the seconds spent in their forward passes."""
+def _cut(labels: np.ndarray, rgb: np.ndarray, models: Models, params: ExtractParams):
+    """ISNet's regions -> characters, by the splitter and the head splitter (split.py), and the seconds spent in their forward passes."""
     forward = 0.0
 
     def look(model, *args):
@@ -121,7 +119,7 @@ def _cut(labels: np.ndarray, rgb: np.ndarray, features: dict, models: Models, pa
         forward += seconds
         return out
 
-    heat, offsets, fg = look(models.split, rgb, features)
+    heat, offsets, fg = look(models.split, rgb)
     # scenery goes before the cuts: a part cut off at a head is a character's even
     # where the centres of mass miss it
     labels = drop_centreless(labels, heat, params.min_centre)
@@ -145,11 +143,11 @@ def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
     """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
     score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
-        (prob, features), forward = _timed(models.segment.run, rgb)
+        prob, forward = _timed(models.segment, rgb)
         labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                      params.core_prob, params.min_core)
         if models.split is not None:
-            labels, seconds = _cut(labels, rgb, features, models, params)
+            labels, seconds = _cut(labels, rgb, models, params)
             forward += seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det, priors), forward = _timed(models.detect, rgb)
@@ -171,13 +169,8 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
     No detector: ISNet's mask, split into connected components (the default). With a
     detector: ISNet's foreground assigned to the boxes (boxes_to_masks), or one SAM mask
     per box; overlaps go to the higher detection score (ISNet) or predicted IoU (SAM).
-    Then the optional refinement, where larger characters keep contested pixels.
     """
     labels, meta, forward = _instances(rgb, models, params)
-    if params.refine == "grabcut":
-        labels, order = instances_from_masks(refine_grabcut(rgb, labels, params.grabcut), -np.arange(len(meta)),
-                                             params.min_area, params.fill_holes)
-        meta = [meta[i] for i in order]
     chars = []
     for k, ((ys, xs), (prob, iou, score)) in enumerate(zip(ndimage.find_objects(labels), meta), start=1):
         mask = labels[ys, xs] == k  # within the character's box: a page-wide mask per character costs more

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from scipy.signal import find_peaks
 
-from .config import ScoreParams
-from .instances import bbox
+from kirinuki.core.config import ScoreParams
+from kirinuki.core.instances import bbox
 
 SIDES = ("left", "top", "right", "bottom")
 SHAPE_SIDE = 256

@@ -25,8 +25,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .config import SynthParams
-from .imageio import write_png, write_text
+from kirinuki.core.config import SynthParams
+from kirinuki.core.imageio import write_png, write_text
 
 RGB = tuple[int, int, int]
 

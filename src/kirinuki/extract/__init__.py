@@ -1,0 +1,1 @@
+"""Stage extract: page -> detector boxes -> segmenter mask -> splitters -> instances -> cut-outs. Imports core only."""

@@ -1,0 +1,1 @@
+"""Training of the splitter networks (kirinuki train-splitter). Imports core, extract and synth."""
