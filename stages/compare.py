@@ -6,9 +6,7 @@ Exits 1 when the gate fails, which stops `dvc repro` there.
 import sys
 from pathlib import Path
 
-from kirinuki.qc.compare import run_compare
 from kirinuki.core.config import load_params
+from kirinuki.pipeline import DVC_RUN, compare
 
-sys.exit(run_compare(Path("metrics/per_image.csv"), "HEAD", load_params(Path("params.yaml")).compare,
-                     Path("metrics/compare.json"), Path("metrics/compare.md"),
-                     thresholds=Path("qc/thresholds.yaml"), summary=Path("metrics/validate.json")))
+sys.exit(compare(DVC_RUN, "HEAD", load_params(Path("params.yaml")), thresholds=Path("qc/thresholds.yaml")))

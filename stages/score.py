@@ -3,6 +3,6 @@ so that score-only param changes never invalidate extract)."""
 from pathlib import Path
 
 from kirinuki.core.config import load_params
-from kirinuki.quality.score import run_score
+from kirinuki.pipeline import DVC_RUN, score
 
-run_score(Path("runs/extract"), load_params(Path("params.yaml")).score, Path("runs/scores.jsonl"))
+score(DVC_RUN, load_params(Path("params.yaml")))

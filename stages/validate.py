@@ -2,8 +2,6 @@
 from pathlib import Path
 
 from kirinuki.core.config import load_params
-from kirinuki.qc.validate import run_validate
+from kirinuki.pipeline import DVC_RUN, validate
 
-run_validate(Path("runs/extract"), Path("data"), Path("runs/scores.jsonl"),
-             load_params(Path("params.yaml")).validation, Path("metrics/validate.json"),
-             Path("metrics/per_image.csv"), Path("metrics/per_cutout.csv"))
+validate(DVC_RUN, Path("data"), load_params(Path("params.yaml")))

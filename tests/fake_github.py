@@ -1,6 +1,6 @@
 """A small GitHub Enterprise REST server on 127.0.0.1 for the PR-report tests.
 
-Real HTTP, GitHub-shaped JSON: the endpoints kirinuki.pr_report uses (repository, issue,
+Real HTTP, GitHub-shaped JSON: the endpoints kirinuki.publish.pr_report uses (repository, issue,
 issue comments with Link-header pagination, edit a comment, commit statuses) under /api/v3,
 with token authentication. State lives in memory and every request is recorded.
 """

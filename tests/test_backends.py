@@ -1,4 +1,4 @@
-"""Detector/segmenter backends (YOLO, SAM), instances from per-box masks, GrabCut refinement.
+"""Detector/segmenter backends (YOLO, SAM), instances from per-box masks.
 
 The YOLO and SAM paths run real ultralytics and segment-anything code on tiny randomly
 initialised models built from the libraries' own modules (seconds on 2 cores): they
@@ -22,13 +22,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.core.config import ConfigError, ExtractParams, GrabcutParams, load_params
+from kirinuki.core.config import ConfigError, ExtractParams, load_params
 from kirinuki.extract.detect import Boxes, head_to_body, import_yolo, load_detector
 from kirinuki.extract.run import Models, boxes_to_masks, extract_page, params_hash, run_extract
 from kirinuki.core.imageio import read_jsonl
 from kirinuki.core.instances import instances_from_masks
 from kirinuki.core.cards import sha256_file
-from kirinuki.extract.refine import grabcut_mask
 from kirinuki.extract.segment import load_segmenter
 
 from conftest import TINY_SIZE, two_figures
@@ -172,21 +171,6 @@ def test_boxes_to_masks_gives_body_priors_the_regions_they_reach():
     assert not (masks[0] & masks[1]).any() and (masks.any(0) == fg & ~(np.arange(30) < 3)[:, None]).all()
 
 
-def test_grabcut_refines_a_coarse_mask_deterministically():
-    import cv2
-    rgb = np.full((80, 80, 3), 235, np.uint8)
-    cv2.circle(rgb, (40, 40), 20, (200, 40, 40), -1)
-    truth = np.zeros((80, 80), np.uint8)
-    cv2.circle(truth, (40, 40), 20, 1, -1)
-    coarse = np.zeros((80, 80), bool)
-    coarse[17:64, 17:64] = True  # a box around the disc
-    params = GrabcutParams(iters=3, band=0.15)
-    refined = grabcut_mask(rgb, coarse, params)
-    iou = lambda m: (m & (truth > 0)).sum() / (m | (truth > 0)).sum()
-    assert iou(refined) > iou(coarse) + 0.1
-    assert grabcut_mask(rgb, coarse, params).tobytes() == refined.tobytes()
-
-
 # --- config and loading -----------------------------------------------------------------------
 
 def test_sam_without_detector_is_a_config_error(tmp_path):
@@ -301,17 +285,6 @@ def test_detector_boxes_split_isnet_foreground(extract_params):
     assert all(c.predicted_iou is None for c in chars)
 
 
-def test_extract_page_grabcut_keeps_one_label_per_pixel(extract_params):
-    rgb = two_figures()
-    params = extract_params.model_copy(update={"refine": "grabcut"})
-    models = Models(load_segmenter(params))
-    labels, chars, _ = extract_page(rgb, models, params)
-    plain, _, _ = extract_page(rgb, models, extract_params)
-    assert sorted(np.unique(labels)) == [0, 1, 2] and len(chars) == 2
-    assert ((labels > 0) == (plain > 0)).mean() > 0.95  # clean figures on white paper: little to change
-    assert extract_page(rgb, models, params)[0].tobytes() == labels.tobytes()
-
-
 # --- through run_extract and the CLI --------------------------------------------------------
 
 @needs_backends
@@ -351,8 +324,8 @@ def test_slow_page_is_logged(tmp_path, extract_params):
 
 def test_default_path_never_imports_torch(tmp_path, tiny_model):
     Image.fromarray(two_figures()).save(tmp_path / "p.png")
-    code = ("import sys; from pathlib import Path; from kirinuki.config import ExtractParams; "
-            "from kirinuki.extract import run_extract; "
+    code = ("import sys; from pathlib import Path; from kirinuki.core.config import ExtractParams; "
+            "from kirinuki.extract.run import run_extract; "
             f"run_extract(Path({str(tmp_path / 'p.png')!r}), Path({str(tmp_path / 'out')!r}), "
             f"ExtractParams(model=Path({str(tiny_model)!r}), input_size={TINY_SIZE}), progress=False); "
             "print(sorted(m for m in ('torch', 'ultralytics', 'segment_anything') if m in sys.modules))")

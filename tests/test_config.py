@@ -1,19 +1,34 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kirinuki.core.config import ConfigError, Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_repo_params_load_and_match_defaults():
+def test_defaults_have_one_source():
+    """params.yaml states the defaults of config.py, value for value: one truth, two views."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert Params.model_validate(raw) == Params()
+
+
+def test_every_relative_path_is_relative_to_the_params_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the params file's folder
     p = load_params(ROOT / "params.yaml")
-    assert p.extract.model == ROOT / "models/isnet.int8.onnx"  # relative to the params file
+    assert p.extract.model == ROOT / "models/isnet.int8.onnx"
+    assert p.extract.splitter == ROOT / "models/splitter.onnx"
+    assert p.extract.head_splitter == ROOT / "models/head_splitter.onnx"
     assert p.quantize.source == p.model.path == ROOT / "models/isnet.onnx"
-    assert p.quantize.path == p.extract.model and p.quantize == Params().quantize.model_copy(
-        update={k: ROOT / getattr(Params().quantize, k) for k in ("source", "path", "calibration")})
-    assert p.score == Params().score and p.validation == Params().validation
+    assert p.quantize.calibration == ROOT / "data"
+    f = tmp_path / "sub" / "params.yaml"
+    f.parent.mkdir()
+    f.write_text("extract:\n  splitter: null\n  yolo: {weights: w/yolo.pt}\n  sam: {checkpoint: /abs/sam.pth}\n"
+                 "score:\n  weights_file: fit.yaml\n")
+    q = load_params(f)
+    assert q.extract.splitter is None and q.extract.yolo.weights == f.parent / "w/yolo.pt"
+    assert q.extract.sam.checkpoint == Path("/abs/sam.pth") and q.score.weights_file == f.parent / "fit.yaml"
 
 
 def test_unknown_key_and_bad_value_name_the_key(tmp_path):
@@ -50,17 +65,6 @@ def test_head_zoom_is_off_or_a_view_around_the_region(tmp_path):
         load_params(f)
     f.write_text("extract:\n  head_zoom: 0\n")
     assert load_params(f).extract.head_zoom == 0
-
-
-def test_splitter_is_one_path_or_a_list_tried_in_order(tmp_path):
-    f = tmp_path / "params.yaml"
-    f.write_text("extract:\n  splitter: models/splitter.onnx\n")
-    assert load_params(f).extract.splitter == [Path("models/splitter.onnx")]
-    f.write_text("extract:\n  splitter: [a.onnx, b.onnx]\n")
-    assert load_params(f).extract.splitter == [Path("a.onnx"), Path("b.onnx")]
-    f.write_text("extract:\n  splitter: []\n")
-    with pytest.raises(ConfigError, match="extract.splitter"):
-        load_params(f)
 
 
 def test_digest_changes_with_values():

@@ -16,7 +16,7 @@ import yaml
 
 from kirinuki.core.config import SynthParams
 from kirinuki.core.cards import sha256_file
-from kirinuki.synth.pages import write_dataset
+from kirinuki.synth.dataset import write_dataset
 
 from conftest import TINY_SIZE, build_tiny_isnet, serve_directory
 

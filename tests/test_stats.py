@@ -1,4 +1,4 @@
-"""kirinuki.stats against scipy's own results on fixed data, hand-computed small cases and
+"""kirinuki.core.stats against scipy's own results on fixed data, hand-computed small cases and
 published power tables (G*Power / R pwr for the paired t-test)."""
 import numpy as np
 import pytest

@@ -12,8 +12,10 @@ import pytest
 
 from kirinuki.core.config import SynthParams
 from kirinuki.core.imageio import read_label_png
-from kirinuki.synth.pages import (MANIFEST_COLUMNS, MIN_VISIBLE, _cast, _paint, author_style, describe_labels,
-                            figure_sprite, render_page, write_dataset)
+from kirinuki.synth.authors import author_style
+from kirinuki.synth.dataset import MANIFEST_COLUMNS, describe_labels, write_dataset
+from kirinuki.synth.figure import _paint, figure_sprite
+from kirinuki.synth.layout import MIN_VISIBLE, _cast, render_page
 
 W, H = 192, 256
 SMALL = SynthParams(authors=["aoki", "mori"], pages_per_author=4, width=W, height=H)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kirinuki.cli import app
 from kirinuki.core.imageio import read_jsonl
+from kirinuki.pipeline import RunPaths
 from kirinuki.publish.track import TrackOptions, extract_with_limit, run_track
 from kirinuki.publish.workspace import workspace_for_input
 
@@ -110,7 +111,8 @@ def test_extraction_error_is_reported(tmp_path, tiny_model):
     work = make_work(tmp_path / "root", n_pages=1)
     params = tracker_params(tiny_model)
     broken = params.model_copy(update={"extract": params.extract.model_copy(update={"model": tmp_path / "none.onnx"})})
-    outcome = extract_with_limit(work, tmp_path / "out", broken, lambda m: None)
+    outcome = extract_with_limit(work, RunPaths(tmp_path / "out", tmp_path / "scores.jsonl", tmp_path), broken,
+                                 lambda m: None)
     assert outcome.summary is None and "none.onnx" in outcome.error
 
 

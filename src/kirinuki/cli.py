@@ -38,7 +38,7 @@ def _fail(message: str, code: int = 1):
 def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<stem>.png + _gt.png"),
           params: Optional[Path] = ParamsOpt):
     """Generate procedural manga/anime pages with exact instance ground truth."""
-    from kirinuki.synth.pages import write_dataset
+    from kirinuki.synth.dataset import write_dataset
     paths = write_dataset(_params(params).synth, out)
     typer.echo(f"wrote {len(paths)} pages with ground truth under {out}")
 
@@ -82,20 +82,13 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
                                                   "or head (extract.head_splitter)"),
                        drawn_share: float = typer.Option(0.0, min=0.0, max=1.0, help="share of the characters drawn "
                                                          "afresh by synth instead of taken from --sprites"),
-                       threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default"),
-                       isnet_features: bool = typer.Option(False, "--isnet-features", help="also read the encoder "
-                                                           "features of the ISNet in extract.model (params)"),
-                       cache: Optional[Path] = typer.Option(None, "--cache", help="with --isnet-features: folder for "
-                                                            "the composites and their features, reused and extended"),
-                       params: Optional[Path] = ParamsOpt):
+                       threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default")):
     """Train the splitter that cuts touching characters apart (extract.splitter) on sprite composites."""
-    from kirinuki.train.splitter import train_splitter
+    from kirinuki.train.loop import train_splitter
     try:
         card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
-                              drawn_share=drawn_share, threads=threads,
-                              isnet=_params(params).extract if isnet_features else None, cache=cache,
-                              log=lambda m: typer.echo(m, err=True))
-    except (RuntimeError, ValueError, FileNotFoundError) as e:
+                              drawn_share=drawn_share, threads=threads, log=lambda m: typer.echo(m, err=True))
+    except (RuntimeError, ValueError) as e:
         _fail(str(e))
     typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)
 

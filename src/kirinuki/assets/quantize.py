@@ -31,6 +31,7 @@ from onnx import ModelProto, helper, numpy_helper
 from kirinuki.core.config import ExtractParams, QuantizeParams
 from kirinuki.core.imageio import atomic_path, find_images, read_image, write_json
 from kirinuki.core.cards import card_path, read_card, sha256_file
+from kirinuki.extract.segment import isnet_input, normalisation
 
 
 class QuantizeError(Exception):
@@ -137,7 +138,6 @@ def model_input(path: Path) -> tuple[str, Optional[int]]:
 def calibration_inputs(pages: list[Path], size: int, card: dict, extract: ExtractParams) -> Iterator[np.ndarray]:
     """Each page as the segmenter feeds it to the model (1x3xSxS float32): the card's
     normalisation unless `extract` sets it, and `extract`'s descreening of monochrome pages."""
-    from kirinuki.extract.segment import isnet_input, normalisation
     norm = normalisation(extract, lambda: card)
     for page in pages:
         rgb = read_image(page, extract.max_pixels)

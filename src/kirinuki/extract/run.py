@@ -184,10 +184,11 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
 def params_hash(params: ExtractParams, models: Models) -> str:
     """What makes an output reusable: the extract params and the exact weights.
 
-    Weights enter by their sha256, not their paths, which may be spelled many ways.
+    Weights enter by their sha256, not their paths, which may be spelled many ways; settings
+    that change how fast, not what (threads, device, page_warn_s), do not enter.
     """
     digest = params.digest(exclude={"model": True, "splitter": True, "head_splitter": True, "yolo": {"weights"},
-                                    "sam": {"checkpoint"}})
+                                    "sam": {"checkpoint"}, "threads": True, "device": True, "page_warn_s": True})
     shas = [models.segment.info["model_sha256"]] + [
         m.info[key] for m, key in ((models.detect, "detector_sha256"), (models.split, "splitter_sha256"),
                                    (models.heads, "head_splitter_sha256")) if m]

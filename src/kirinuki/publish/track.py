@@ -23,19 +23,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-import pandas as pd
 from tqdm import tqdm
 
-from kirinuki.qc.compare import CompareError, paired_compare, run_compare
+from kirinuki import pipeline
 from kirinuki.core.config import Params
-from kirinuki.publish.dashboard import read_json, write_dashboard, write_index
-from kirinuki.extract.run import ExtractSummary, run_extract
 from kirinuki.core.imageio import find_images, index_gt, read_jsonl, write_json
+from kirinuki.extract.run import ExtractSummary
+from kirinuki.publish.dashboard import read_json, write_dashboard, write_index
 from kirinuki.publish.notify import best_cutouts, notify
-from kirinuki.quality.score import run_score
 from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
-from kirinuki.qc.validate import ValidateError, run_validate
 from kirinuki.publish.workspace import Workspace
+from kirinuki.qc.compare import CompareError
+from kirinuki.qc.validate import ValidateError
 
 Log = Callable[[str], None]
 
@@ -62,25 +61,31 @@ class ExtractOutcome:
 
 # --- extraction under a per-page time limit -------------------------------------------------
 
-def _extract_worker(work: Path, out: Path, params, conn) -> None:
+def run_paths(ws: Workspace) -> pipeline.RunPaths:
+    """Where a tracker run keeps its outputs in the workspace."""
+    return pipeline.RunPaths(extract=ws.extract, scores=ws.extract / "scores.jsonl", metrics=ws.metrics)
+
+
+def _extract_worker(work: Path, run: pipeline.RunPaths, params: Params, conn) -> None:
     # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak
     tqdm.set_lock(threading.RLock())
     try:
-        s = run_extract(work, out, params, progress=False, log=lambda m: conn.send(("log", m)),
-                        on_page=lambda p: conn.send(("page", str(p))))
+        s = pipeline.extract(work, run, params, progress=False, log=lambda m: conn.send(("log", m)),
+                             on_page=lambda p: conn.send(("page", str(p))))
         conn.send(("done", asdict(s)))
     except Exception as e:  # noqa: BLE001 - reported to the parent as the run's error
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
-def extract_with_limit(work: Path, out: Path, params: Params, log: Log) -> ExtractOutcome:
-    """run_extract in a child process; stop it when one page passes track.page_timeout_s."""
+def extract_with_limit(work: Path, run: pipeline.RunPaths, params: Params, log: Log) -> ExtractOutcome:
+    """The extract step in a child process; stop it when one page passes track.page_timeout_s."""
+    out = run.extract
     limit = params.track.page_timeout_s
     images = find_images(work)
     position = {str(p): i for i, p in enumerate(images, 1)}
     ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited threads or locks
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_extract_worker, args=(work, out, params.extract, send), daemon=True)
+    proc = ctx.Process(target=_extract_worker, args=(work, run, params, send), daemon=True)
     proc.start()
     send.close()
     outcome, page, started = ExtractOutcome(), None, 0.0
@@ -181,9 +186,9 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
     if per_image.is_file():  # the last finished run becomes the baseline of this one
         previous.parent.mkdir(parents=True, exist_ok=True)
         os.replace(per_image, previous)
+    run = run_paths(ws)
     try:
-        metrics = run_validate(ws.extract, work, ws.extract / "scores.jsonl", params.validation,
-                               m / "validate.json", per_image, m / "per_cutout.csv")
+        metrics = pipeline.validate(run, work, params)
     except ValidateError as e:
         log(f"validate: {e}")
         return None, None, None
@@ -191,11 +196,7 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
         f"precision {metrics['precision']}, recall {metrics['recall']}")
     baseline = baseline or (str(previous) if previous.is_file() else None)
     try:
-        if baseline:
-            run_compare(per_image, baseline, params.compare, m / "compare.json", m / "compare.md")
-        else:
-            table = pd.read_csv(per_image, dtype={"image": str})
-            write_json(m / "compare.json", paired_compare(None, table, params.compare))
+        pipeline.compare(run, baseline, params)
     except (CompareError, ValueError) as e:  # a failed comparison must not lose the run's publish
         log(f"compare failed: {type(e).__name__}: {e}")
         return metrics, None, baseline
@@ -245,13 +246,13 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
         write_json(ws.state, state)
         _ticket(ws, state, params, opts, log, env)
 
-        outcome = extract_with_limit(work, ws.extract, params, log)
+        outcome = extract_with_limit(work, run_paths(ws), params, log)
         if outcome.summary is not None:
             s = outcome.summary
             state.update(pages=s.pages, resumed=s.skipped, characters=s.characters, errors=s.errors)
             log(f"extract: {s.pages} pages ({s.skipped} already done), {s.characters} cut-outs, "
                 f"{len(s.errors)} unreadable")
-            rows = run_score(ws.extract, params.score)
+            rows = pipeline.score(run_paths(ws), params)
             metrics, compare, baseline = _validate_and_compare(ws, work, images, opts.baseline, params, log)
             state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in "ABCDE"},
                          lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,

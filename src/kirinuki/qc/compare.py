@@ -5,8 +5,8 @@ folder holding per_image.csv, or a git revision of the candidate's path. Images 
 by name, so page difficulty cancels out. For each metric in `compare.metrics` the paired
 differences get a Wilcoxon signed-rank test and a paired t-test (`compare.test` decides;
 p-values are Holm-adjusted across the metrics), effect sizes, a seeded bootstrap interval
-of the mean difference and a power check (kirinuki.stats). The gate fails on a significant
-regression of any metric or on a breached floor (kirinuki.floors).
+of the mean difference and a power check (kirinuki.core.stats). The gate fails on a significant
+regression of any metric or on a breached floor (kirinuki.qc.floors).
 """
 from __future__ import annotations
 
