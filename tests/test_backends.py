@@ -33,7 +33,10 @@ from kirinuki.extract.segment import load_segmenter
 from conftest import TINY_SIZE, two_figures
 
 BACKENDS = all(importlib.util.find_spec(m) for m in ("torchvision", "ultralytics", "segment_anything"))
-needs_backends = pytest.mark.skipif(not BACKENDS, reason="the YOLO/SAM backends are not installed: make backends")
+def needs_backends(test):
+    """A test of the real YOLO/SAM backends: slow, and skipped where they are not installed."""
+    return pytest.mark.slow(pytest.mark.skipif(not BACKENDS, reason="the YOLO/SAM backends are not installed: "
+                                                                   "make backends")(test))
 if BACKENDS:
     import segment_anything
     import torch

@@ -10,8 +10,8 @@ import localhttp
 from cdp import Browser, chromium_path
 from works import tracked
 
-pytestmark = pytest.mark.skipif(chromium_path() is None,
-                                reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None,
+                                                   reason="Debian's chromium is not installed (.ci/run installs it)")]
 
 
 @pytest.fixture(scope="module")

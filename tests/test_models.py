@@ -22,7 +22,7 @@ def server(tmp_path):
         yield base, sha256_file(root / "model.onnx")
 
 
-def url_source(name, url, sha=None):
+def url_source(name, url, sha="1" * 64):
     return ModelSource(name=name, kind="url", location=url, sha256=sha, **NORM)
 
 
@@ -53,6 +53,12 @@ def test_no_source_fails_fast_naming_each(tmp_path, server):
         fetch_model(params, log=lambda m: None)
     assert "a (" in str(e.value) and "b (" in str(e.value)
     assert not params.path.exists()
+
+
+def test_every_source_is_pinned_by_sha256():
+    with pytest.raises(ValueError, match="sha256"):
+        ModelSource(name="unpinned", kind="url", location="https://example.org/m.onnx", **NORM)
+    assert all(len(s.sha256) == 64 for s in ModelParams().sources)
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm not installed")

@@ -20,6 +20,8 @@ from kirinuki.synth.dataset import write_dataset
 
 from conftest import TINY_SIZE, build_tiny_isnet, serve_directory
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
 # stages call `kirinuki` and `python`: make them this interpreter's, venv or not

@@ -1,3 +1,4 @@
+import pytest
 """`kirinuki track` end to end: pipeline into the tracker workspace, resume, the per-page time
 limit, background runs, and publishing to a local fake Sheets API and Pushover endpoint."""
 import json
@@ -21,6 +22,8 @@ from conftest import TINY_SIZE
 from fake_pushover import FakePushover
 from fake_sheets import FakeGoogle, service_account
 from works import make_work, tracker_params
+
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 

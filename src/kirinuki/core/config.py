@@ -30,7 +30,7 @@ class ModelSource(Section):
     kind: Literal["url", "npm"]
     # url: direct download; npm: "package@version#resource" (a chunked model in resources.json)
     location: str
-    sha256: Optional[str] = None
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # every source is pinned: another file is refused
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     letterbox: bool
@@ -39,10 +39,9 @@ class ModelSource(Section):
 class ModelParams(Section):
     path: Path = Path("models/isnet.onnx")
     timeout_s: float = Field(10.0, gt=0)
+    # the model every figure, threshold and golden file was made with; the anime ISNet is the
+    # opt-in profile params-anime.yaml
     sources: list[ModelSource] = Field(default_factory=lambda: [
-        ModelSource(name="isnetis (skytnt/anime-seg)", kind="url",
-                    location="https://huggingface.co/skytnt/anime-seg/resolve/main/isnetis.onnx",
-                    mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), letterbox=True),
         ModelSource(name="general ISNet (@imgly/background-removal-data, AGPL-3.0)", kind="npm",
                     location="@imgly/background-removal-data@1.4.5#/models/small",
                     sha256="7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",

@@ -203,8 +203,15 @@ def _page_done(page_dir: Path, source: Path, phash: str) -> Optional[dict]:
     return page if page.get("params_hash") == phash and page.get("source") == str(source) else None
 
 
-def process_image(path: Path, out: Path, models: Models, params: ExtractParams, phash: str) -> dict:
-    """Extract one image into `out/<stem>/`; return its page record. Raises BadImage."""
+TIMINGS = ("seconds", "forward_seconds")
+
+
+def process_image(path: Path, out: Path, models: Models, params: ExtractParams, phash: str,
+                  timings: bool = True) -> dict:
+    """Extract one image into `out/<stem>/`; return its page record. Raises BadImage.
+
+    `timings` False: the files written leave out the seconds (the record returned keeps them),
+    so that they hold only what the inputs determine."""
     start = time.perf_counter()
     rgb = read_image(path, params.max_pixels)
     labels, chars, forward = extract_page(rgb, models, params)
@@ -226,8 +233,15 @@ def process_image(path: Path, out: Path, models: Models, params: ExtractParams, 
     page = {"image": path.stem, "source": str(path), "width": rgb.shape[1], "height": rgb.shape[0],
             "n_chars": len(chars), "seconds": seconds, "forward_seconds": forward, "params_hash": phash,
             "records": records}
-    write_json(page_dir / "page.json", page)
+    if timings:
+        write_json(page_dir / "page.json", page)
+    else:
+        write_json(page_dir / "page.json", {**_untimed(page), "records": [_untimed(r) for r in records]})
     return page
+
+
+def _untimed(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIMINGS}
 
 
 def _round(x: Optional[float]) -> Optional[float]:
@@ -246,8 +260,11 @@ class ExtractSummary:
 def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optional[int] = None,
                 progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                 on_page: Callable[[Path], None] = lambda path: None,
-                models: Optional[Models] = None) -> ExtractSummary:
+                models: Optional[Models] = None, timings: bool = True) -> ExtractSummary:
     """Extract every image under `inputs` into `out`; a bad file is reported and skipped.
+
+    `timings` False: page.json and records.jsonl leave out the seconds (the DVC stage: its
+    outputs must be byte-identical for the same inputs; speed is `kirinuki bench`'s job).
 
     `on_page(path)` is called just before a page is extracted (not for resumed pages):
     the tracker times pages with it. `models`: backends already loaded (the benchmark
@@ -270,7 +287,7 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
         else:
             on_page(path)
             try:
-                page = process_image(path, out, models, params, phash)
+                page = process_image(path, out, models, params, phash, timings)
             except BadImage as e:
                 summary.errors.append(str(e))
                 log(str(e))
@@ -281,7 +298,7 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
         summary.pages += 1
         summary.characters += page["n_chars"]
         pages.append(page)
-    write_jsonl(out / "records.jsonl", [r for p in pages for r in p["records"]])
+    write_jsonl(out / "records.jsonl", [r if timings else _untimed(r) for p in pages for r in p["records"]])
     write_json(out / "run.json", {"kirinuki": __version__, "python": platform.python_version(),
                                   "params_hash": phash, **models.info,
                                   "pages": summary.pages, "errors": summary.errors})
