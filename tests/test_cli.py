@@ -31,7 +31,7 @@ def test_stages_on_any_folder(tmp_path, tiny_model):
     out = tmp_path / "out"
 
     r = invoke("extract", pages, "-o", out, "--params", params, "--no-progress")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # some inputs failed (listed)
     assert "broken.png" in r.output and "1 failed" in r.output
 
     r = invoke("score", out, "--params", params)
@@ -57,4 +57,4 @@ def test_bad_params_key_is_named(tmp_path):
 
 def test_not_an_extract_folder(tmp_path):
     r = invoke("score", tmp_path)
-    assert r.exit_code == 1 and "no records.jsonl" in r.output
+    assert r.exit_code == 2 and "no records.jsonl" in r.output  # a usage error: not an extract folder

@@ -21,14 +21,23 @@ def test_every_relative_path_is_relative_to_the_params_file(tmp_path, monkeypatc
     assert p.extract.splitter == ROOT / "models/splitter.onnx"
     assert p.extract.head_splitter == ROOT / "models/head_splitter.onnx"
     assert p.quantize.source == p.model.path == ROOT / "models/isnet.onnx"
-    assert p.quantize.calibration == ROOT / "data"
+    assert p.quantize.calibration is None  # the pages shipped with kirinuki
     f = tmp_path / "sub" / "params.yaml"
     f.parent.mkdir()
     f.write_text("extract:\n  splitter: null\n  yolo: {weights: w/yolo.pt}\n  sam: {checkpoint: /abs/sam.pth}\n"
-                 "score:\n  weights_file: fit.yaml\n")
+                 "score:\n  weights_file: fit.yaml\nquantize:\n  calibration: pages\n")
     q = load_params(f)
     assert q.extract.splitter is None and q.extract.yolo.weights == f.parent / "w/yolo.pt"
     assert q.extract.sam.checkpoint == Path("/abs/sam.pth") and q.score.weights_file == f.parent / "fit.yaml"
+    assert q.quantize.calibration == f.parent / "pages"
+
+
+def test_the_anime_profile_changes_only_the_model():
+    anime, default = load_params(ROOT / "params-anime.yaml"), load_params(ROOT / "params.yaml")
+    assert anime.model.sources[0].letterbox and len(anime.model.sources[0].sha256) == 64
+    assert anime.extract.model == ROOT / "models/isnetis.int8.onnx" != default.extract.model
+    assert anime.extract.model_copy(update={"model": default.extract.model}) == default.extract
+    assert anime.score == default.score and anime.publish == default.publish
 
 
 def test_unknown_key_and_bad_value_name_the_key(tmp_path):

@@ -57,12 +57,9 @@ def set_param(repo, section, key, value):
 def repo(tmp_path, model_server):
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "stages", "src"):
+    for name in ("dvc.yaml", "params.yaml", "stages", "src", ".gitignore"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
-    (repo / "models").mkdir()
-    for name in ("splitter.onnx", "head_splitter.onnx"):  # in git, as in a clone
-        shutil.copy(ROOT / "models" / name, repo / "models")
     url, sha = model_server
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["model"]["sources"] = [{"name": "tiny", "kind": "url", "location": url, "sha256": sha,
@@ -80,7 +77,7 @@ def repo(tmp_path, model_server):
 
 def test_repro_reruns_only_what_changed_and_metrics_diff(repo):
     out = run(DVC + ["repro"], repo).stdout
-    for stage in ("model", "quantize", "extract", "score", "validate", "compare"):
+    for stage in ("model", "quantize", "extract", "score", "validate", "compare", "publish"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "metrics/validate.json").read_text())
     assert metrics["n_images"] == 4
@@ -88,13 +85,27 @@ def test_repro_reruns_only_what_changed_and_metrics_diff(repo):
     card = json.loads((repo / "models/isnet.json").read_text())
     assert card["source"] == "tiny" and len(card["sha256"]) == 64
     int8 = json.loads((repo / "models/isnet.int8.json").read_text())  # what extract ran
-    assert int8["source_sha256"] == card["sha256"] and int8["calibration"]["count"] == 4
+    assert int8["source_sha256"] == card["sha256"] and int8["calibration"]["count"] == 8  # the pages shipped with kirinuki
     records = (repo / "runs/extract/records.jsonl").read_text().splitlines()
     assert records and all(json.loads(r)["model_sha256"] == int8["sha256"] for r in records)
+    dashboard = (repo / "runs/publish/dashboard/index.html").read_text()  # published, the ticket queued offline
+    assert "KRN-SAMPLE" in dashboard and "no sheet configured" in out
+    assert json.loads((repo / "runs/publish/.kirinuki-outbox.jsonl").read_text().splitlines()[0])["id"] == "KRN-SAMPLE"
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "v1")
 
-    assert "didn't change" in run(DVC + ["repro"], repo).stdout  # nothing to do
+    out = run(DVC + ["repro"], repo).stdout
+    assert "Running stage" not in out  # nothing to do, and nothing reported as changed
+    assert json.loads(run(DVC + ["status", "--json"], repo).stdout) == {}
+    # what a fresh clone does: every output made again, byte for byte, so the lock file holds
+    shutil.rmtree(repo / "runs")
+    shutil.rmtree(repo / ".dvc" / "cache")  # no cached outputs, no run cache
+    for f in (repo / "models").glob("isnet*.onnx"):
+        f.unlink()
+    out = run(DVC + ["repro"], repo).stdout
+    assert "Running stage 'extract'" in out and "Running stage 'publish'" in out
+    assert git(repo, "status", "--porcelain").stdout == ""
+    assert json.loads(run(DVC + ["status", "--json"], repo).stdout) == {}
 
     set_param(repo, "score", "train_resolution", 64)  # a score-only change
     status = json.loads(run(DVC + ["status", "--json"], repo).stdout)
@@ -106,3 +117,18 @@ def test_repro_reruns_only_what_changed_and_metrics_diff(repo):
     run(DVC + ["repro"], repo)
     diff = json.loads(run(DVC + ["metrics", "diff", "HEAD", "--json"], repo).stdout)
     assert "union_miou" in diff["metrics/validate.json"]
+
+
+def test_experiments_run_show_diff_and_apply(repo):
+    run(DVC + ["repro"], repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1")
+    out = run(DVC + ["exp", "run", "-S", "extract.threshold=0.45", "-n", "thr045"], repo).stdout
+    assert "Running stage 'extract'" in out and "Running stage 'model'" not in out
+    shown = run(DVC + ["exp", "show", "--csv"], repo).stdout
+    assert "thr045" in shown
+    diff = json.loads(run(DVC + ["exp", "diff", "HEAD", "thr045", "--json"], repo).stdout)
+    changed = diff["params"]["params.yaml"]["extract.threshold"]
+    assert (changed["old"], changed["new"]) == (0.5, 0.45)
+    run(DVC + ["exp", "apply", "thr045"], repo)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["extract"]["threshold"] == 0.45

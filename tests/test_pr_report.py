@@ -99,7 +99,9 @@ def test_status_and_comment_text():
         "failure", "QC failed: instance_iou regressed; floors breached: recall, empty_page_fp_rate")
     body = comment_body(result(0.0), "", SHA1, None)
     assert body.startswith(MARKER) and "No metric differs from the base branch." in body
-    assert "<details>" in body and "Sample size" in body and "workflow run" not in body
+    assert "<details>" in body and "Sample size" in body and "workflow run" not in body and "dashboard" not in body
+    linked = comment_body(result(0.0), "", SHA1, "https://run", "https://run/artifacts/7")
+    assert "[workflow run](https://run)" in linked and "[dashboard of this run](https://run/artifacts/7)" in linked
     long = result(0.0)
     long["only_candidate"] = [f"page_{i:05d}_with_a_long_name" for i in range(3000)]
     long["reason"] = "x" * 70_000

@@ -9,8 +9,8 @@ from kirinuki.publish.serve import PASSWORD_ENV, USER_ENV, ServeError, make_serv
 import localhttp
 from works import tracked
 
-ENV = {USER_ENV: "kana", PASSWORD_ENV: "s3cret pass"}
-AUTH = "Basic " + base64.b64encode(b"kana:s3cret pass").decode()
+ENV = {USER_ENV: "kana", PASSWORD_ENV: "s3cret pass phrase"}  # weak ones are refused (test_robustness)
+AUTH = "Basic " + base64.b64encode(b"kana:s3cret pass phrase").decode()
 
 
 @pytest.fixture(scope="module")

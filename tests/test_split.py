@@ -2,18 +2,17 @@
 centres and its wiring into extract (its training: test_train.py)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from kirinuki.assets.fetch import BUNDLED
 from kirinuki.extract.run import Models, extract_page, params_hash
 from kirinuki.extract.segment import load_segmenter
 from kirinuki.extract.split import (centre_peaks, drop_centreless, grid_input, load_splitter, recover_missed,
                                     split_closer, split_instances)
 
-ROOT = Path(__file__).resolve().parents[1]
 G = 32  # grid of the hand-made heatmaps
 
 
@@ -228,14 +227,14 @@ def test_load_splitter(tmp_path, extract_params, tiny_model):
         load_splitter(extract_params.model_copy(update={"splitter": tiny_model}))  # not a splitter
     with pytest.raises(FileNotFoundError, match="extract.head_splitter .*none.onnx: not found"):
         load_splitter(extract_params.model_copy(update={"head_splitter": tmp_path / "none.onnx"}), "head_splitter")
-    splitter = load_splitter(extract_params.model_copy(update={"head_splitter": ROOT / "models" / "head_splitter.onnx"}),
+    splitter = load_splitter(extract_params.model_copy(update={"head_splitter": BUNDLED / "head_splitter.onnx"}),
                              "head_splitter")
     assert splitter.name == "head_splitter" and set(splitter.info) == {"head_splitter", "head_splitter_sha256"}
 
 
 def test_models_load_the_head_splitter_only_with_the_splitter(extract_params):
-    heads = ROOT / "models" / "head_splitter.onnx"
+    heads = BUNDLED / "head_splitter.onnx"
     assert Models.load(extract_params.model_copy(update={"head_splitter": heads})).heads is None
     models = Models.load(extract_params.model_copy(update={"head_splitter": heads,
-                                                           "splitter": ROOT / "models" / "splitter.onnx"}))
+                                                           "splitter": BUNDLED / "splitter.onnx"}))
     assert models.heads.name == "head_splitter" and models.split.name == "splitter"

@@ -84,11 +84,11 @@ def test_train_splitter_without_sprites_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(app, ["train-splitter", "--sprites", str(tmp_path / "empty"),
                                  "--backgrounds", str(tmp_path / "empty"), "-o", str(tmp_path / "s.onnx")])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a usage error: nothing to train on
     assert "0 sprites and 0 backgrounds found" in r.output
     r = CliRunner().invoke(app, ["train-splitter", "--sprites", str(tmp_path / "empty"), "--backgrounds",
                                  str(tmp_path / "empty"), "-o", str(tmp_path / "s.onnx"), "--centre", "feet"])
-    assert r.exit_code == 1 and "centre 'feet' is not one of mass, head" in r.output
+    assert r.exit_code == 2 and "centre 'feet' is not one of mass, head" in r.output
 
 
 def test_augmentations_change_the_look_not_the_character():

@@ -13,9 +13,28 @@ from typing import Optional
 import typer
 
 from kirinuki.core.config import ConfigError, Params, load_params
+from kirinuki.core.secrets import redact
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Anime/manga pages -> single-character cut-outs with measured quality.")
+# exit codes, the same for every command (README, "Exit codes"): 0 all done; 1 some inputs failed
+# (each listed on stderr) or the work could not be done; 2 a usage or configuration error, found
+# before any work; 3 stopped by the per-page time limit (the same command resumes)
+DONE, FAILED, USAGE, STOPPED = 0, 1, 2, 3
+
+
+class _Kirinuki(typer.Typer):
+    """The command; an unexpected error prints its traceback with every secret redacted."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a bug: show it, but never a secret in it
+            import traceback
+            sys.stderr.write(redact(traceback.format_exc()))
+            sys.exit(FAILED)
+
+
+app = _Kirinuki(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                help="Anime/manga pages -> single-character cut-outs with measured quality.")
 
 ParamsOpt = typer.Option(None, "--params", "-p", help="params file (default: ./params.yaml if present, else built-in defaults)")
 
@@ -29,8 +48,8 @@ def _params(path: Optional[Path]) -> Params:
         _fail(str(e), code=2)
 
 
-def _fail(message: str, code: int = 1):
-    typer.echo(f"error: {message}", err=True)
+def _fail(message: str, code: int = FAILED):
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -45,11 +64,18 @@ def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<
 
 @app.command("fetch-model")
 def fetch_model_cmd(params: Optional[Path] = ParamsOpt):
-    """Fetch the default segmentation model (anime ISNet if reachable, else the general ISNet)."""
-    from kirinuki.assets.fetch import ModelUnavailable, fetch_model
+    """Make every model `kirinuki extract` needs: fetch the segmentation model (model.sources, each
+    pinned by sha256), make its int8 copy where extract.model names it (quantize.path), and install
+    the splitters shipped with kirinuki. Each step does nothing when its output is up to date."""
+    from kirinuki.assets.fetch import ModelUnavailable, fetch_model, install_splitters
+    from kirinuki.assets.quantize import QuantizeError, build_int8
+    p, log = _params(params), (lambda m: typer.echo(m, err=True))
     try:
-        fetch_model(_params(params).model, log=lambda m: typer.echo(m, err=True))
-    except ModelUnavailable as e:
+        fetch_model(p.model, log=log)
+        if Path(p.extract.model) == Path(p.quantize.path):
+            build_int8(p.quantize, p.extract, log=log)
+        install_splitters(p.extract, log=log)
+    except (ModelUnavailable, QuantizeError) as e:
         _fail(str(e))
 
 
@@ -71,6 +97,22 @@ def quantize_model_cmd(src: Optional[Path] = typer.Option(None, "--src", help="t
         _fail(str(e))
 
 
+@app.command("corpus")
+def corpus_cmd(manifest: Path = typer.Argument(..., help="corpus manifest, e.g. corpus/realpages.csv"),
+               out: Path = typer.Option(..., "--out", "-o", help="folder for <source>/<page>.<ext> (keep it outside the repository)"),
+               mirror: Optional[Path] = typer.Option(None, "--mirror", help="folder of bare mirrors <owner>+<name>/repo to read instead of downloading"),
+               realart: Optional[Path] = typer.Option(None, "--realart", help="folder that holds the manifest's local:realart paths")):
+    """Rebuild the real-page evaluation corpus from its manifest: each row pinned to a commit and checked
+    by sha256; files already present are skipped. Exit 0 all present, 1 some rows failed, 2 bad manifest."""
+    from kirinuki.assets.corpus import ManifestError, build_corpus
+    try:
+        _, _, failed = build_corpus(manifest, out, mirror, log=lambda m: typer.echo(m, err=True), realart=realart)
+    except ManifestError as e:
+        _fail(str(e), code=USAGE)
+    if failed:
+        raise typer.Exit(FAILED)
+
+
 @app.command("train-splitter")
 def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help="folder of RGBA character sprites (repeatable)"),
                        backgrounds: list[Path] = typer.Option(..., "--backgrounds", help="folder of background pictures (repeatable)"),
@@ -88,8 +130,8 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
     try:
         card = train_splitter(sprites, backgrounds, out, steps=steps, samples=samples, seed=seed, centre=centre,
                               drawn_share=drawn_share, threads=threads, log=lambda m: typer.echo(m, err=True))
-    except (RuntimeError, ValueError) as e:
-        _fail(str(e))
+    except (RuntimeError, ValueError) as e:  # torch missing, a bad option, no sprites: nothing was trained
+        _fail(str(e), code=USAGE)
     typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)
 
 
@@ -105,10 +147,12 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
     try:
         s = run_extract(inputs, out, _params(params).extract, max_files=max_files, progress=progress)
     except (FileNotFoundError, BackendUnavailable, ValueError) as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE)
     per_page = f", median {sorted(s.seconds)[len(s.seconds) // 2]:.2f} s/page" if s.seconds else ""
     typer.echo(f"{s.pages} pages ({s.skipped} already done), {s.characters} characters, "
                f"{len(s.errors)} failed{per_page} -> {out}", err=True)
+    if s.errors:  # each one was listed as it happened
+        raise typer.Exit(FAILED)
 
 
 @app.command()
@@ -132,7 +176,7 @@ def bench(images: Path = typer.Argument(..., help="an image or a folder of pages
         result = run_bench(images, pages, counts, _params(params).extract, params,
                            log=lambda m: typer.echo(m, err=True))
     except (BenchError, FileNotFoundError) as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE if isinstance(e, FileNotFoundError) else FAILED)
     typer.echo(format_table(result))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -144,19 +188,19 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
           params: Optional[Path] = ParamsOpt):
     """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons (re-scores without re-extracting)."""
     from kirinuki.core.config import load_score_model
-    from kirinuki.quality.score import ScoreError, run_score
+    from kirinuki.quality.score import GRADES, ScoreError, run_score
     cfg = _params(params).score
     try:
         model = load_score_model(cfg.weights_path)
     except ConfigError as e:
         _fail(str(e), code=2)
     if not (extract_dir / "records.jsonl").exists():
-        _fail(f"{extract_dir}: no records.jsonl (not an extract output folder)")
+        _fail(f"{extract_dir}: no records.jsonl (not an extract output folder)", code=USAGE)
     try:
         rows = run_score(extract_dir, cfg, out, model, log=lambda m: typer.echo(m, err=True))
     except ScoreError as e:
-        _fail(f"{cfg.weights_path}: {e}")
-    counts = {g: sum(r["grade"] == g for r in rows) for g in "ABCDE"}
+        _fail(f"{cfg.weights_path}: {e}", code=USAGE)
+    counts = {g: sum(r["grade"] == g for r in rows) for g in GRADES}
     typer.echo(f"{len(rows)} cut-outs graded " + " ".join(f"{g}:{n}" for g, n in counts.items()), err=True)
 
 
@@ -196,10 +240,17 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
                          metrics or extract_dir / "validate.json", per_image or extract_dir / "per_image.csv",
                          per_cutout or extract_dir / "per_cutout.csv")
     except ValidateError as e:
-        _fail(str(e))
+        _fail(str(e), code=e.code)
     keys = ("n_images", "union_miou", "instance_miou", "precision", "recall", "count_accuracy",
-            "empty_page_fp_rate", "score_iou_spearman")
-    typer.echo("  ".join(f"{k}={m.get(k)}" for k in keys))
+            "empty_page_fp_rate", "score_iou_spearman", "missing_gt", "gt_without_image", "gt_refused")
+    if m.get("n_images"):
+        typer.echo("  ".join(f"{k}={m.get(k)}" for k in keys))
+    if "boxes" in m:  # real pages with box ground truth
+        box_keys = ("n_pages", "n_figures", "figure_recall", "figure_precision", "clean_rate", "merged_rate",
+                    "split_rate", "false_cutouts_per_page")
+        typer.echo("boxes: " + "  ".join(f"{k}={m['boxes'].get(k)}" for k in box_keys))
+    if m.get("gt_refused"):  # each refused ground truth was named, with why
+        raise typer.Exit(FAILED)
 
 
 @app.command()
@@ -220,7 +271,7 @@ def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help
                            json_out or candidate.with_name("compare.json"), md_out or candidate.with_name("compare.md"),
                            thresholds=thresholds, summary=summary)
     except CompareError as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE)
     raise typer.Exit(code)
 
 
@@ -233,18 +284,20 @@ def report_pr(report: Path = typer.Option(..., help="compare JSON of the gate (m
               server_url: str = typer.Option("https://github.com", envvar="GITHUB_SERVER_URL",
                                              help="github.com or a GitHub Enterprise server"),
               run_url: Optional[str] = typer.Option(None, help="link for the status and the comment"),
+              dashboard_url: Optional[str] = typer.Option(None, help="link to the run's dashboard (e.g. the workflow artifact)"),
               context: str = typer.Option("kirinuki/qc", help="commit status context")):
     """Post the gate's result on a pull request: one sticky comment (edited on each push) and a
     commit status. The token is read from $GITHUB_TOKEN."""
-    from kirinuki.publish.pr_report import ReportError, comment_body, commit_status, connect, publish, read_report
+    from kirinuki.publish.pr_report import (ReportError, ReportUsageError, comment_body, commit_status, connect,
+                                            publish, read_report)
     try:
         result = read_report(report)
         diff = metrics_diff.read_text(encoding="utf-8") if metrics_diff and metrics_diff.is_file() else None
         state, description = commit_status(result)
         action = publish(connect(server_url, os.environ.get("GITHUB_TOKEN", "")), repo, pr, sha,
-                         comment_body(result, diff, sha, run_url), state, description, context, run_url)
+                         comment_body(result, diff, sha, run_url, dashboard_url or None), state, description, context, run_url)
     except ReportError as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE if isinstance(e, ReportUsageError) else FAILED)
     typer.echo(f"PR #{pr}: comment {action}, status {state} on {sha[:7]}: {description}")
 
 
@@ -258,9 +311,9 @@ def _workspace(tracker_id: str, root: Path):
     try:
         ws = find_workspaces(root).get(check_tracker_id(tracker_id))
     except WorkspaceError as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE)
     if ws is None:
-        _fail(f"{tracker_id}: no <author>/tracker-workspace/{tracker_id} under {root}")
+        _fail(f"{tracker_id}: no <author>/tracker-workspace/{tracker_id} under {root}", code=USAGE)
     return ws
 
 
@@ -315,7 +368,7 @@ def track_log(tracker_id: str = typer.Argument(..., help="tracker ID"), root: Pa
     try:
         follow_log(_workspace(tracker_id, root), follow, lambda s: typer.echo(s, nl=False))
     except FileNotFoundError as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE)
 
 
 @app.command()
@@ -335,20 +388,28 @@ def ticket(tracker_id: str = typer.Argument(..., help="tracker ID"),
                           depends_on=tuple(needs) if needs else None)
         result = publish_tickets([t], cfg, root / OUTBOX_NAME)
     except ValueError as e:
-        _fail(str(e), code=2)
+        _fail(str(e), code=USAGE)
     typer.echo(result.message)
+    if result.queued and not result.sent:  # kept in the outbox: the next publish sends it
+        raise typer.Exit(FAILED)
 
 
 @app.command()
 def serve(root: Path = RootOpt,
           host: str = typer.Option("127.0.0.1", help="address to bind, e.g. your VPN interface's"),
-          port: int = typer.Option(8765, help="TCP port")):
-    """Serve /tracker/<ID>/ dashboards behind HTTP basic auth ($KIRINUKI_DASHBOARD_USER/_PASSWORD)."""
+          port: int = typer.Option(8765, help="TCP port"),
+          allow_weak_password: bool = typer.Option(False, "--allow-weak-password",
+                                                   help="serve even with a password shorter than 12 characters "
+                                                        "or among the most common ones"),
+          idle_timeout: float = typer.Option(30.0, "--idle-timeout", min=0.1,
+                                             help="seconds a silent connection is kept open")):
+    """Serve /tracker/<ID>/ dashboards behind HTTP basic auth ($KIRINUKI_DASHBOARD_USER/_PASSWORD;
+    the password needs 12 characters or more and must not be a common one)."""
     from kirinuki.publish.serve import ServeError, make_server
     try:
-        server = make_server(root, host, port)
+        server = make_server(root, host, port, allow_weak_password=allow_weak_password, idle_timeout_s=idle_timeout)
     except ServeError as e:
-        _fail(str(e))
+        _fail(str(e), code=USAGE)
     typer.echo(f"serving {root.absolute()} dashboards on http://{host}:{server.server_port}/ (Ctrl-C stops)", err=True)
     try:
         server.serve_forever()

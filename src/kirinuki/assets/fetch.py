@@ -1,4 +1,5 @@
-"""Fetch the default segmentation model and record where it came from.
+"""Fetch the default segmentation model and record where it came from; install the splitters
+shipped with the package.
 
 Tries each source of `params.model.sources` in order and writes the model plus a card
 `<model>.json` with source, sha256 and the input normalisation the model expects.
@@ -15,12 +16,36 @@ import urllib.request
 from pathlib import Path
 
 from kirinuki.core.cards import card_path, read_card, sha256_file
-from kirinuki.core.config import ModelParams, ModelSource
+from kirinuki.core.config import ExtractParams, ModelParams, ModelSource
 from kirinuki.core.imageio import atomic_path, write_json
+
+
+# the splitters kirinuki ships (trained by `kirinuki train-splitter`, cards beside them)
+BUNDLED = Path(__file__).parent / "bundled"
 
 
 class ModelUnavailable(Exception):
     """No source could provide the model; str() lists each source's reason."""
+
+
+def install_splitters(params: ExtractParams, log=print) -> list[Path]:
+    """Copy the shipped splitter and head splitter (with their cards) to the paths that
+    `extract.splitter` / `extract.head_splitter` name, where those are missing and the package
+    ships a file of that name; return the paths written. A copy is checked against its card."""
+    written = []
+    for key in ("splitter", "head_splitter"):
+        dest = getattr(params, key)
+        if dest is None or Path(dest).exists() or not (BUNDLED / Path(dest).name).is_file():
+            continue
+        src = BUNDLED / Path(dest).name
+        with atomic_path(Path(dest)) as tmp:
+            shutil.copyfile(src, tmp)
+            if sha256_file(tmp) != read_card(src)["sha256"]:
+                raise ModelUnavailable(f"{src}: does not match the sha256 of its card (a damaged install?)")
+        shutil.copyfile(card_path(src), card_path(Path(dest)))
+        log(f"extract.{key} {dest}: installed from the package (sha256 {read_card(src)['sha256'][:12]}...)")
+        written.append(Path(dest))
+    return written
 
 
 def _download(src: ModelSource, dest: Path, timeout: float) -> None:

@@ -34,6 +34,10 @@ from kirinuki.core.cards import card_path, read_card, sha256_file
 from kirinuki.extract.segment import isnet_input, normalisation
 
 
+# the sample pages the measured int8 model was calibrated on, shipped with the package
+BUNDLED_CALIBRATION = Path(__file__).parent / "bundled" / "calibration"
+
+
 class QuantizeError(Exception):
     """The model or the calibration pages cannot be used; str() is one line."""
 
@@ -207,8 +211,9 @@ def build_int8(params: QuantizeParams, extract: ExtractParams = ExtractParams(),
         source_card = read_card(source)
     except FileNotFoundError as e:
         raise QuantizeError(str(e)) from None
-    pages = calibration_pages(Path(params.calibration), params.pages)
-    names = [p.relative_to(params.calibration).as_posix() for p in pages]
+    folder = Path(params.calibration or BUNDLED_CALIBRATION)
+    pages = calibration_pages(folder, params.pages)
+    names = [p.relative_to(folder).as_posix() for p in pages]
     prep = {k: getattr(extract, k) for k in ("mean", "std", "letterbox", "descreen_sigma", "mono_chroma")}
     wanted = json.loads(json.dumps({  # as the card reads back: tuples -> lists
         "source_sha256": sha256_file(source), "onnxruntime": ort.__version__,
@@ -220,7 +225,7 @@ def build_int8(params: QuantizeParams, extract: ExtractParams = ExtractParams(),
                 and card.get("quantization", {}).get("per_channel") == params.per_channel):
             log(f"int8 model {out} up to date (source sha256 {wanted['source_sha256'][:12]}...)")
             return card
-    log(f"quantizing {source} -> {out} on {len(pages)} calibration pages of {params.calibration}")
+    log(f"quantizing {source} -> {out} on {len(pages)} calibration pages of {folder}")
     with tempfile.TemporaryDirectory(prefix="kirinuki-dequantize-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         model = onnx.load(str(source))

@@ -53,7 +53,9 @@ class QuantizeParams(Section):
     """`kirinuki quantize-model` (stage `quantize`): the fetched model -> a static int8 copy."""
     source: Path = Path("models/isnet.onnx")  # the fetched model (model.path)
     path: Path = Path("models/isnet.int8.onnx")  # the int8 model written, card beside it
-    calibration: Path = Path("data")  # folder of pages (recursive, *_gt.png excluded)
+    # folder of pages (recursive, *_gt.png excluded); None: the 8 sample pages shipped in the package
+    # (kirinuki/assets/bundled/calibration), which made the measured int8 model
+    calibration: Optional[Path] = None
     pages: int = Field(8, ge=1)  # calibration pages, spread evenly over the sorted list
     per_channel: bool = True  # one weight scale per output channel (more accurate here, as fast) or per tensor
 
@@ -110,6 +112,9 @@ class ExtractParams(Section):
     # a region with less than min_core of its pixels at prob >= core_prob is no character
     core_prob: float = Field(0.9, gt=0, le=1)
     min_core: float = Field(0.5, ge=0, le=1)
+    # a comic page is cut into its panels along the gutters (extract/panels.py) and each panel is
+    # segmented on its own, at the model's full input size; false: the whole page at once
+    panels: bool = False
     # learned cue (extract/split.py) that cuts touching characters apart when there is no detector; None = off
     splitter: Optional[Path] = Path("models/splitter.onnx")
     split_peak: float = Field(0.25, gt=0, le=1)  # a centre is a heatmap peak at least this high
@@ -228,6 +233,9 @@ class CalibrateParams(Section):
 class ValidateParams(Section):
     iou_match: float = Field(0.5, gt=0, le=1)  # a detection counts at this IoU
     good_iou: float = Field(0.75, gt=0, le=1)  # a cut-out this good is LoRA-worthy
+    # box ground truth (<stem>_gt.json, real pages): a figure is cut out cleanly with one cut-out of
+    # at least this box IoU and no other figure in it (figures pair with cut-outs at iou_match)
+    clean_iou: float = Field(0.7, gt=0, le=1)
     # ground truth of the failure modes, to measure the scorer's flags against:
     holds_instance: float = Field(0.3, gt=0, le=1)  # a cut-out holds a GT instance with this share of it inside
     gt_cut_edge: float = Field(0.08, gt=0, le=1)  # a GT figure along a page edge this far (share of extent) is cut
@@ -338,6 +346,10 @@ class NotifyParams(Section):
 
 class PublishParams(Section):
     dashboard_url: str = "http://127.0.0.1:8765/tracker/{id}/"  # link in tickets and notifications
+    # the DVC stage `publish`: the ticket of the pipeline's own data, and where its dashboard and
+    # outbox go (a tracker run has its own, in its workspace)
+    tracker_id: str = Field("KRN-SAMPLE", pattern=r"^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$")
+    workspace: Path = Path("runs/publish")
     sheets: SheetsParams = SheetsParams()
     dashboard: DashboardParams = DashboardParams()
     notify: NotifyParams = NotifyParams()

@@ -5,19 +5,43 @@ so a crash never leaves a half-written file under the final name.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic", ".heif"}
 GT_SUFFIX = "_gt"
+TEMP_NAME = re.compile(r"^\..*\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")  # atomic_path's temporary files
+
+
+def _heif_opener() -> bool:
+    """HEIC/HEIF decoding: Pillow reads it only through the pillow-heif plug-in."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def format_support() -> dict[str, Optional[str]]:
+    """Accepted suffix -> None when this installation decodes it, else why not (one line)."""
+    from PIL import features
+    heif = None if _heif_opener() else "HEIC/HEIF needs the pillow-heif plug-in (pip install pillow-heif)"
+    avif = None if features.check("avif") else "this Pillow was built without AVIF support (Pillow >= 11.2 has it)"
+    webp = None if features.check("webp") else "this Pillow was built without WebP support"
+    return {s: {".heic": heif, ".heif": heif, ".avif": avif, ".webp": webp}.get(s) for s in sorted(IMAGE_SUFFIXES)}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -54,6 +78,12 @@ def write_json(path: Path, obj) -> None:
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """A JSON file's content, None where there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -106,7 +136,13 @@ def read_image(path: Path, max_pixels: int) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise BadImage(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as im:
+        unsupported = format_support().get(path.suffix.lower())
+        if unsupported:
+            raise BadImage(f"{path}: cannot decode {path.suffix.lower()} here: {unsupported}")
+        with warnings.catch_warnings():  # extract.max_pixels decides, in one line, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if w * h > max_pixels:
                 raise BadImage(f"{path}: {w}x{h} exceeds extract.max_pixels={max_pixels}")
@@ -147,18 +183,64 @@ def is_gt_file(path: Path) -> bool:
 
 def find_images(root: Path) -> list[Path]:
     """Image files under `root` (a file or a folder, recursive), GT masks excluded, sorted."""
+    return scan_images(root)[0]
+
+
+def scan_images(root: Path) -> tuple[list[Path], list[str]]:
+    """(image files under `root`, sorted; one line per other file left out, naming it and why).
+
+    `root` is a file (taken as it is) or a folder, searched recursively; ground truth
+    (`<stem>_gt.*`) is no input and is not listed. Everything else that is not taken is:
+    other suffixes, hidden files and folders, broken symlinks, symlinks to folders.
+    """
     root = Path(root)
     if root.is_file():
-        return [root]
+        return [root], []
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_gt_file(p)
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    images, skipped = [], []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).parts
+        if any(part.startswith(".") for part in rel[:-1]):
+            continue  # inside a hidden folder: the folder itself is listed once
+        if p.name.startswith("."):
+            skipped.append(f"{p}: skipped, hidden {'folder' if p.is_dir() else 'file'}")
+        elif p.is_dir():
+            if p.is_symlink():  # not followed: a link can loop, or lead anywhere
+                skipped.append(f"{p}: skipped, a symlink to a folder (not followed; give that folder itself)")
+        elif not p.exists():
+            skipped.append(f"{p}: skipped, broken symlink")
+        elif not p.is_file():
+            skipped.append(f"{p}: skipped, not a regular file")
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(f"{p}: skipped, {repr(p.suffix) if p.suffix else 'no suffix'} is not an image "
+                           f"suffix ({' '.join(sorted(IMAGE_SUFFIXES))})")
+        elif not is_gt_file(p):
+            images.append(p)
+    return images, skipped
+
+
+def remove_stale_temps(folder: Path, prefix: str = ".", recursive: bool = False) -> list[Path]:
+    """Delete atomic_path's temporary files (`.<stem>.<random>.tmp.<ext>`) left in `folder` by a
+    process killed in the middle of a write; return them. Call it only where no other process
+    writes at the same time (a run holding its lock, or resuming its own output)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in (folder.rglob(f"{prefix}*") if recursive else folder.glob(f"{prefix}*"))
+             if TEMP_NAME.match(p.name) and p.is_file()]
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def index_gt(gt_root: Path) -> dict[str, Path]:
-    """Map image stem -> `<stem>_gt.png` anywhere under `gt_root` (beside or mirroring)."""
-    return {p.stem[: -len(GT_SUFFIX)]: p for p in sorted(Path(gt_root).rglob(f"*{GT_SUFFIX}.png"))}
+    """Map image stem -> `<stem>_gt.png` anywhere under `gt_root` (beside or mirroring).
+
+    Ground truth in another image format (`<stem>_gt.tif`, `_gt.jpg`, ...) is indexed too, so
+    that it is checked and refused with a reason rather than ignored; a PNG wins over it."""
+    found: dict[str, Path] = {}
+    for p in sorted(Path(gt_root).rglob(f"*{GT_SUFFIX}.*"), key=lambda p: (p.suffix.lower() != ".png", p)):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.endswith(GT_SUFFIX) and p.is_file():
+            found.setdefault(p.stem[: -len(GT_SUFFIX)], p)
+    return found

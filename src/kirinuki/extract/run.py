@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,9 +31,11 @@ from tqdm import tqdm
 from kirinuki import __version__
 from kirinuki.core.config import ExtractParams
 from kirinuki.extract.detect import Detector, load_detector
-from kirinuki.core.imageio import BadImage, find_images, read_image, write_json, write_jsonl, write_png
-from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks
-from kirinuki.extract.segment import BoxSegmenter, Segmenter, load_segmenter
+from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
+                                   write_png)
+from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
+from kirinuki.extract.panels import find_panels, panel_boxes
+from kirinuki.extract.segment import BoxSegmenter, Segmenter, is_monochrome, load_segmenter
 from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
 
 
@@ -139,16 +142,47 @@ def _cut(labels: np.ndarray, rgb: np.ndarray, models: Models, params: ExtractPar
     return labels, forward
 
 
+def _regions(rgb: np.ndarray, models: Models, params: ExtractParams):
+    """ISNet's connected components of one image, cut apart by the splitters -> (HxW labels,
+    HxW probability, seconds in forward passes)."""
+    prob, forward = _timed(models.segment, rgb)
+    labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
+                                 params.core_prob, params.min_core)
+    if models.split is not None:
+        labels, seconds = _cut(labels, rgb, models, params)
+        forward += seconds
+    return labels, prob, forward
+
+
+def _by_panel(rgb: np.ndarray, panels: np.ndarray, models: Models, params: ExtractParams):
+    """_regions of each panel on its own crop (the model sees it at its full input size), kept
+    inside the panel: a gutter is a hard boundary. -> (HxW labels 1..n, HxW probability, seconds)."""
+    labels = np.zeros(rgb.shape[:2], np.int32)
+    prob = np.zeros(rgb.shape[:2], np.float32)
+    forward, n = 0.0, 0
+    for p, (x0, y0, x1, y1) in enumerate(panel_boxes(panels), 1):
+        inside = panels[y0:y1, x0:x1] == p
+        part, part_prob, seconds = _regions(rgb[y0:y1, x0:x1], models, params)
+        forward += seconds
+        part = np.where(inside, part, 0)
+        ids = np.unique(part[part > 0])
+        lut = np.zeros(int(part.max()) + 1, np.int32)
+        lut[ids] = np.arange(n + 1, n + 1 + len(ids))
+        labels[y0:y1, x0:x1] = np.where(part > 0, lut[part], labels[y0:y1, x0:x1])
+        prob[y0:y1, x0:x1] = np.where(inside, part_prob, prob[y0:y1, x0:x1])
+        n += len(ids)
+    return labels.astype(label_dtype(n)), prob, forward
+
+
 def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
     """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
     score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
-        prob, forward = _timed(models.segment, rgb)
-        labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
-                                     params.core_prob, params.min_core)
-        if models.split is not None:
-            labels, seconds = _cut(labels, rgb, models, params)
-            forward += seconds
+        panels = find_panels(rgb) if params.panels else None
+        if panels is not None and panels.max() >= 2:
+            labels, prob, forward = _by_panel(rgb, panels, models, params)
+        else:
+            labels, prob, forward = _regions(rgb, models, params)
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det, priors), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":
@@ -231,7 +265,7 @@ def process_image(path: Path, out: Path, models: Models, params: ExtractParams, 
     for r in records:
         r.update(models.info, seconds=seconds, forward_seconds=forward, params_hash=phash)
     page = {"image": path.stem, "source": str(path), "width": rgb.shape[1], "height": rgb.shape[0],
-            "n_chars": len(chars), "seconds": seconds, "forward_seconds": forward, "params_hash": phash,
+            "n_chars": len(chars), "monochrome": is_monochrome(rgb, params.mono_chroma), "seconds": seconds, "forward_seconds": forward, "params_hash": phash,
             "records": records}
     if timings:
         write_json(page_dir / "page.json", page)
@@ -251,10 +285,23 @@ def _round(x: Optional[float]) -> Optional[float]:
 @dataclass
 class ExtractSummary:
     pages: int = 0
-    skipped: int = 0
+    skipped: int = 0  # pages already done (resumed)
     characters: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line per page that failed, naming it
     seconds: list[float] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # one line per file of the folder that is no page
+
+
+def _page_error(path: Path, e: Exception) -> str:
+    """One line naming the page and what went wrong, for a failure that is not a BadImage."""
+    what = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    return f"{path}: failed ({type(e).__name__}{': ' + what if what else ''})"
+
+
+def _drop_unfinished(page_dir: Path) -> None:
+    """A page that failed half-way leaves nothing: its folder goes unless an earlier run finished it."""
+    if page_dir.is_dir() and not (page_dir / "page.json").exists():
+        shutil.rmtree(page_dir, ignore_errors=True)
 
 
 def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optional[int] = None,
@@ -270,11 +317,16 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
     the tracker times pages with it. `models`: backends already loaded (the benchmark
     passes timed ones); by default they are loaded from `params`.
     """
-    images = find_images(inputs)[:max_files]
+    images, ignored = scan_images(inputs)
+    images = images[:max_files]
+    for line in ignored:  # every file of the folder that is not a page is named, with the reason
+        log(line)
     models = models or Models.load(params)
     phash = params_hash(params, models)
     out.mkdir(parents=True, exist_ok=True)
-    summary, pages, seen = ExtractSummary(), [], {}
+    for tmp in remove_stale_temps(out, recursive=True):  # a run killed during a write left these
+        log(f"{tmp}: removed, a temporary file of an interrupted run")
+    summary, pages, seen = ExtractSummary(ignored=ignored), [], {}
     for path in tqdm(images, desc="extract", unit="page", disable=not progress, file=sys.stderr):
         if path.stem in seen:
             summary.errors.append(f"{path}: duplicate image name, same stem as {seen[path.stem]}; skipped")
@@ -288,9 +340,10 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
             on_page(path)
             try:
                 page = process_image(path, out, models, params, phash, timings)
-            except BadImage as e:
-                summary.errors.append(str(e))
-                log(str(e))
+            except Exception as e:  # noqa: BLE001 - one page's failure is reported, the batch goes on
+                summary.errors.append(str(e) if isinstance(e, BadImage) else _page_error(path, e))
+                log(summary.errors[-1])
+                _drop_unfinished(out / path.stem)
                 continue
             summary.seconds.append(page["seconds"])
             if page["seconds"] > params.page_warn_s:

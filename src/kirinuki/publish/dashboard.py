@@ -1,4 +1,5 @@
-"""Static HTML dashboard of a tracker run: every cut-out with its grade, and an index page.
+"""Static HTML dashboard of a run (a tracker run or the DVC pipeline's): every cut-out with its
+grade, and an index page.
 
 `<workspace>/dashboard/` holds index.html, thumbs/<image>/<k>.png (cut-outs scaled down)
 and overlays/<image>.jpg (the page with its masks tinted and numbered). Pages reference
@@ -7,7 +8,6 @@ them by relative path, so the folder works from disk and behind `kirinuki serve`
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -17,10 +17,11 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from kirinuki.core.config import DashboardParams
-from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
-from kirinuki.quality.score import QUALITY_JA
-from kirinuki.qc.validate import GRADES
-from kirinuki.publish.workspace import Workspace
+from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_json, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
+from kirinuki.core.secrets import redact
+from kirinuki.publish.workspace import live_state
+from kirinuki.quality.score import GRADES, QUALITY_JA
+from kirinuki.pipeline import RunPaths
 
 # instance colours of the overlay (RGB), k = 1, 2, ... cycling
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -139,10 +140,6 @@ def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
             raise OSError(f"{path}: could not write JPEG")
 
 
-def read_json(path: Path) -> Optional[dict]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def read_ious(per_cutout_csv: Path) -> dict[tuple[str, int], float]:
     """(image, k) -> IoU from validate's per_cutout.csv; empty when there is none."""
     if not per_cutout_csv.is_file():
@@ -151,15 +148,14 @@ def read_ious(per_cutout_csv: Path) -> dict[tuple[str, int], float]:
         return {(row["image"], int(row["k"])): float(row["iou"]) for row in csv.DictReader(f) if row["iou"]}
 
 
-def write_images(ws: Workspace, cards: list[Card], params: DashboardParams, max_pixels: int) -> None:
-    """Thumbnails of every cut-out and one overlay per page that has a cut-out."""
-    out = ws.dashboard
+def write_images(extract: Path, out: Path, cards: list[Card], params: DashboardParams, max_pixels: int) -> None:
+    """Thumbnails of every cut-out and one overlay per page that has a cut-out, under `out`."""
     for c in cards:
-        src = ws.extract / c.image / f"char_{c.k}.png"
+        src = extract / c.image / f"char_{c.k}.png"
         if not _fresh(out / c.thumb, src):
             write_png(out / c.thumb, fit(read_rgba_png(src), params.thumb_px))
     for image in sorted({c.image for c in cards}):
-        page_dir = ws.extract / image
+        page_dir = extract / image
         dst = out / f"overlays/{image}.jpg"
         if _fresh(dst, page_dir / "labels.png"):
             continue
@@ -171,22 +167,20 @@ def write_images(ws: Workspace, cards: list[Card], params: DashboardParams, max_
         _write_jpeg(dst, fit(overlay(rgb, labels, params.overlay_alpha), params.overlay_px))
 
 
-def write_dashboard(ws: Workspace, state: dict, params: DashboardParams, max_pixels: int) -> Path:
-    """Build `<workspace>/dashboard/index.html` from the run's outputs; return its path."""
-    scores_path = ws.extract / "scores.jsonl"
-    scores = read_jsonl(scores_path) if scores_path.is_file() else []
-    cards = build_cards(scores, read_ious(ws.metrics / "per_cutout.csv"))
-    write_images(ws, cards, params, max_pixels)
-    page = ws.dashboard / "index.html"
-    write_text(page, render_dashboard(state, cards, read_json(ws.metrics / "validate.json"),
-                                      read_json(ws.metrics / "compare.json")))
+def write_dashboard(run: RunPaths, out: Path, state: dict, params: DashboardParams, max_pixels: int) -> Path:
+    """Build `out/index.html` (and its images) from the run's outputs; return its path."""
+    scores = read_jsonl(run.scores) if run.scores.is_file() else []
+    cards = build_cards(scores, read_ious(run.per_cutout))
+    write_images(run.extract, out, cards, params, max_pixels)
+    page = out / "index.html"
+    write_text(page, redact(render_dashboard(state, cards, read_json(run.validate_json), read_json(run.compare_json))))
     return page
 
 
 def write_index(author_workspaces: Path) -> Path:
     """`<root>/<author>/tracker-workspace/index.html`: every tracker ID of that author."""
-    entries = [s for s in (read_json(d / "track.json") for d in sorted(author_workspaces.iterdir()) if d.is_dir())
-               if s]
+    entries = [live_state(s) for s in (read_json(d / "track.json") for d in sorted(author_workspaces.iterdir())
+                                       if d.is_dir()) if s]
     page = author_workspaces / "index.html"
-    write_text(page, render_index(entries, "{id}/dashboard/index.html"))
+    write_text(page, redact(render_index(entries, "{id}/dashboard/index.html")))
     return page

@@ -16,8 +16,9 @@ import requests
 
 from kirinuki.core.config import NotifyParams
 from kirinuki.core.imageio import read_rgba_png
+from kirinuki.core.secrets import PUSHOVER_TOKEN_ENV, PUSHOVER_USER_ENV, redact
 
-TOKEN_ENV, USER_ENV = "KIRINUKI_PUSHOVER_TOKEN", "KIRINUKI_PUSHOVER_USER"
+TOKEN_ENV, USER_ENV = PUSHOVER_TOKEN_ENV, PUSHOVER_USER_ENV
 SHEET_HEIGHT = 320      # px, height of each cut-out in the contact sheet
 MAX_MESSAGE = 1024      # Pushover's limit, in characters
 
@@ -44,7 +45,12 @@ def best_cutouts(scores: list[dict], n: int) -> list[tuple[str, int]]:
 
 def notify(title: str, message: str, url: Optional[str], attachments: list[Path], params: NotifyParams,
            env: Mapping[str, str] = os.environ) -> str:
-    """Send one Pushover message; return a one-line outcome (never raises)."""
+    """Send one Pushover message; return a one-line outcome (never raises, never shows a secret)."""
+    return redact(_notify(redact(title, env), redact(message, env), url, attachments, params, env), env)
+
+
+def _notify(title: str, message: str, url: Optional[str], attachments: list[Path], params: NotifyParams,
+            env: Mapping[str, str]) -> str:
     token, user = env.get(TOKEN_ENV, ""), env.get(USER_ENV, "")
     if not (token and user):
         return f"notification skipped: set {TOKEN_ENV} and {USER_ENV} to send one"
@@ -58,6 +64,6 @@ def notify(title: str, message: str, url: Optional[str], attachments: list[Path]
         r = requests.post(params.pushover_url, data=data, files=files or None, timeout=params.timeout_s)
         if r.status_code == 200 and r.json().get("status") == 1:
             return f"notification sent ({len(attachments)} cut-out(s) attached)"
-        return f"notification failed: HTTP {r.status_code} {r.text[:200]!r}"
+        return f"notification failed: HTTP {r.status_code} {redact(r.text, env)[:200]!r}"
     except Exception as e:  # noqa: BLE001 - any failure to notify is only reported
         return f"notification failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

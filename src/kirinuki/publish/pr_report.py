@@ -15,6 +15,7 @@ from typing import Optional
 import github3
 from github3.exceptions import GitHubError, GitHubException
 
+from kirinuki.core.secrets import redact
 from kirinuki.qc.compare import to_markdown
 
 MARKER = "<!-- kirinuki-qc -->"  # finds our comment again
@@ -25,6 +26,11 @@ MAX_DESCRIPTION = 140  # GitHub's limit for a commit status description
 
 class ReportError(Exception):
     """The report cannot be read or published; str() is a one-line reason."""
+
+
+class ReportUsageError(ReportError):
+    """What the command was given cannot work (no token, a bad repository name, an unreadable
+    report): exit code 2, where a refusal or failure of GitHub is 1."""
 
 
 # --- pure functions -------------------------------------------------------------------------
@@ -42,10 +48,12 @@ def commit_status(result: Optional[dict]) -> tuple[str, str]:
     return "failure", _clip("QC failed: " + "; ".join(parts), MAX_DESCRIPTION)
 
 
-def comment_body(result: Optional[dict], metrics_diff: Optional[str], sha: str, run_url: Optional[str]) -> str:
+def comment_body(result: Optional[dict], metrics_diff: Optional[str], sha: str, run_url: Optional[str],
+                 dashboard_url: Optional[str] = None) -> str:
     """Markdown of the sticky comment: verdict and reasons, the `dvc metrics diff` table,
     then the full compare report folded away. Starts with MARKER."""
     footer = f"<sub>Commit {sha[:7]}" + (f" · [workflow run]({run_url})" if run_url else "") + \
+        (f" · [dashboard of this run]({dashboard_url})" if dashboard_url else "") + \
         " · this comment is updated on every push</sub>"
     if result is None:
         return "\n".join([MARKER, "## Kirinuki QC: ⚠️ no report", "",
@@ -83,16 +91,16 @@ def read_report(path: Path) -> Optional[dict]:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ReportError(f"{path}: not a readable compare report ({e.__class__.__name__})") from None
+        raise ReportUsageError(f"{path}: not a readable compare report ({e.__class__.__name__})") from None
     if not isinstance(result, dict) or "gate" not in result:
-        raise ReportError(f"{path}: not a compare report with a gate (run `kirinuki compare` first)")
+        raise ReportUsageError(f"{path}: not a compare report with a gate (run `kirinuki compare` first)")
     return result
 
 
 def connect(server_url: str, token: str) -> github3.GitHub:
     """A github3 client for github.com or, for any other URL, a GitHub Enterprise server."""
     if not token:
-        raise ReportError("GITHUB_TOKEN is not set: no token to talk to GitHub with")
+        raise ReportUsageError("GITHUB_TOKEN is not set: no token to talk to GitHub with")
     if server_url.rstrip("/") == GITHUB_COM:
         return github3.GitHub(token=token)
     return github3.GitHubEnterprise(server_url, token=token)
@@ -104,7 +112,8 @@ def publish(gh: github3.GitHub, repo: str, pr: int, sha: str, body: str, state: 
     commit status of `sha`. Returns "created" or "updated" (the comment)."""
     owner, _, name = repo.partition("/")
     if not owner or not name:
-        raise ReportError(f"{repo}: not an owner/name repository")
+        raise ReportUsageError(f"{repo}: not an owner/name repository")
+    body, description = redact(body), redact(description)  # nothing secret ever reaches a pull request
     try:
         repository = gh.repository(owner, name)
         issue = repository.issue(pr)  # a pull request's comments live on its issue
@@ -118,7 +127,8 @@ def publish(gh: github3.GitHub, repo: str, pr: int, sha: str, body: str, state: 
         repository.create_status(sha, state, target_url=target_url, description=description, context=context)
     except GitHubError as e:
         request = e.response.request
-        raise ReportError(f"GitHub API: {request.method} {request.path_url}: {e}") from None
+        raise ReportError(redact(f"GitHub API: {request.method} {request.path_url}: {e}")) from None
     except GitHubException as e:  # connection failures and the like
-        raise ReportError(f"GitHub API: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise ReportError(redact(f"GitHub API: {e.__class__.__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}")) from None
     return action

@@ -6,7 +6,8 @@ Google unreachable, retries spent) wait in a local outbox (JSON lines) and are r
 in order, ahead of the next publish's own updates, so nothing is lost.
 
 Credentials: `$KIRINUKI_GOOGLE_CREDENTIALS`, the path of a service-account JSON file
-outside any git repository, or the JSON itself. They are never printed.
+outside any git repository, or the JSON itself (also in quotes, or base64): see
+core/secrets.py. They are never printed: every message and every cell goes through `redact`.
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from google.oauth2 import service_account
 from gspread.utils import ValueInputOption, rowcol_to_a1
 
 from kirinuki.core.config import SheetColumns, SheetsParams
-from kirinuki.core.imageio import read_jsonl, write_jsonl
+from kirinuki.core.imageio import read_jsonl, remove_stale_temps, write_jsonl
+from kirinuki.core.secrets import CREDENTIALS_ENV, CredentialsError, parse_credentials, redact, redact_obj
 from kirinuki.publish.workspace import check_tracker_id
 
-CREDENTIALS_ENV = "KIRINUKI_GOOGLE_CREDENTIALS"
 GOOGLE_SHEETS = "https://sheets.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -135,18 +136,13 @@ def _in_git_repo(path: Path) -> bool:
 
 def load_credentials(params: SheetsParams, env: Mapping[str, str] = os.environ):
     """Service-account credentials from the environment; raises SheetsUnavailable."""
-    raw = env.get(CREDENTIALS_ENV, "").strip()
-    if not raw:
-        raise SheetsUnavailable(f"no Google credentials (set {CREDENTIALS_ENV} to a service-account JSON file)")
-    if not raw.startswith("{"):
-        path = Path(raw).expanduser()
-        if not path.is_file():
-            raise SheetsUnavailable(f"{CREDENTIALS_ENV}: {path}: no such file")
-        if _in_git_repo(path):
-            raise SheetsUnavailable(f"{CREDENTIALS_ENV}: {path} is inside a git repository; keep secrets outside it")
-        raw = path.read_text(encoding="utf-8")
+    try:  # a path, inline JSON, quoted JSON or base64 JSON; errors never show the value
+        info, path = parse_credentials(env.get(CREDENTIALS_ENV, ""))
+    except CredentialsError as e:
+        raise SheetsUnavailable(str(e)) from None
+    if path is not None and _in_git_repo(path):
+        raise SheetsUnavailable(f"{CREDENTIALS_ENV}: {path} is inside a git repository; keep secrets outside it")
     try:
-        info = json.loads(raw)
         if params.token_uri:
             info["token_uri"] = params.token_uri
         return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
@@ -208,17 +204,43 @@ def _locked(outbox: Path) -> Iterator[None]:
         yield
 
 
+def _ticket_of(row) -> Ticket:
+    if not isinstance(row, dict):
+        raise TypeError("not an object")
+    return Ticket(**{**row, "depends_on": None if row.get("depends_on") is None else tuple(row["depends_on"])})
+
+
 def read_outbox(outbox: Path) -> list[Ticket]:
     """Pending updates, oldest first; raises ValueError naming the file for a damaged one."""
     if not outbox.is_file():
         return []
     try:
-        rows = read_jsonl(outbox)
-        return [Ticket(**{**r, "depends_on": None if r.get("depends_on") is None else tuple(r["depends_on"])})
-                for r in rows]
+        return [_ticket_of(r) for r in read_jsonl(outbox)]
     except (ValueError, TypeError) as e:
         raise ValueError(f"{outbox}: not an outbox of ticket updates ({type(e).__name__}); "
                          "fix or move it to publish again") from None
+
+
+def _salvage_outbox(outbox: Path) -> tuple[list[Ticket], str]:
+    """A damaged outbox: its readable updates, and a note. The file is set aside, renamed
+    with a timestamp (`<name>.damaged-<YYYYmmdd-HHMMSS>`), so nothing in it is lost."""
+    kept, bad = [], 0
+    with open(outbox, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                kept.append(_ticket_of(json.loads(line)))
+            except (ValueError, TypeError):
+                bad += 1
+    aside = outbox.with_name(f"{outbox.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = aside.with_name(f"{outbox.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    os.replace(outbox, aside)
+    return kept, (f"outbox {outbox} was damaged ({bad} unreadable line(s)): set aside as {aside.name}, "
+                  f"{len(kept)} readable update(s) kept. ")
 
 
 @dataclass(frozen=True)
@@ -238,8 +260,14 @@ def publish_tickets(tickets: list[Ticket], params: SheetsParams, outbox: Path,
     outbox, and the message says where and that the next publish sends them.
     """
     outbox = Path(outbox)
+    tickets = [Ticket(**redact_obj(asdict(t), env)) if _has_secret(t, env) else t for t in tickets]
     with _locked(outbox):
-        pending = read_outbox(outbox)
+        remove_stale_temps(outbox.parent, prefix=f".{outbox.stem}.")  # a write killed half-way
+        note = ""
+        try:
+            pending = read_outbox(outbox)
+        except ValueError:  # damaged: set it aside, keep what can be read, and go on
+            pending, note = _salvage_outbox(outbox)
         batch = pending + list(tickets)
         try:
             if not params.spreadsheet_key:
@@ -249,14 +277,19 @@ def publish_tickets(tickets: list[Ticket], params: SheetsParams, outbox: Path,
                 GoogleAuthError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             write_jsonl(outbox, [asdict(t) for t in batch])
-            return PublishResult(0, 0, len(batch), (
-                f"ticket sheet not updated: {reason}. {len(tickets)} update(s) kept in {outbox} "
-                f"({len(batch)} pending); the next publish sends them"))
+            return PublishResult(0, 0, len(batch), redact(
+                f"{note}ticket sheet not updated: {reason}. {len(tickets)} update(s) kept in {outbox} "
+                f"({len(batch)} pending); the next publish sends them", env))
         outbox.unlink(missing_ok=True)
         replayed = f", {len(pending)} of them replayed from the outbox" if pending else ""
-        return PublishResult(len(batch), len(pending), 0, (
-            f"ticket sheet updated: {len(batch)} update(s){replayed}; "
-            f"{len(plan.updates)} row(s) rewritten, {len(plan.appends)} appended"))
+        return PublishResult(len(batch), len(pending), 0, redact(
+            f"{note}ticket sheet updated: {len(batch)} update(s){replayed}; "
+            f"{len(plan.updates)} row(s) rewritten, {len(plan.appends)} appended", env))
+
+
+def _has_secret(t: Ticket, env: Mapping[str, str]) -> bool:
+    """Does a field the user or a run wrote carry a secret? (then it is redacted before it is sent or kept)"""
+    return any(isinstance(v, str) and redact(v, env) != v for v in asdict(t).values())
 
 
 def ticket_update(tracker_id: str, params: SheetsParams, **fields) -> Ticket:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -27,14 +28,16 @@ from tqdm import tqdm
 
 from kirinuki import pipeline
 from kirinuki.core.config import Params
-from kirinuki.core.imageio import find_images, index_gt, read_jsonl, write_json
+from kirinuki.core.imageio import find_images, index_gt, read_json, read_jsonl, remove_stale_temps, write_json
+from kirinuki.core.secrets import redact, redact_obj
 from kirinuki.extract.run import ExtractSummary
-from kirinuki.publish.dashboard import read_json, write_dashboard, write_index
+from kirinuki.publish.dashboard import write_dashboard, write_index
 from kirinuki.publish.notify import best_cutouts, notify
 from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
-from kirinuki.publish.workspace import Workspace
+from kirinuki.publish.workspace import Workspace, pid_alive, process_start
 from kirinuki.qc.compare import CompareError
 from kirinuki.qc.validate import ValidateError
+from kirinuki.quality.score import GRADES
 
 Log = Callable[[str], None]
 
@@ -66,15 +69,47 @@ def run_paths(ws: Workspace) -> pipeline.RunPaths:
     return pipeline.RunPaths(extract=ws.extract, scores=ws.extract / "scores.jsonl", metrics=ws.metrics)
 
 
-def _extract_worker(work: Path, run: pipeline.RunPaths, params: Params, conn) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when the tracker process `parent` ends, however it ends (kill -9 too):
+    the kernel's parent-death signal on Linux, and everywhere a thread watching the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _extract_worker(work: Path, run: pipeline.RunPaths, params: Params, conn, parent: int = 0) -> None:
+    if parent:
+        _die_with_parent(parent)
     # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak
     tqdm.set_lock(threading.RLock())
+
+    def send(message) -> None:
+        try:
+            conn.send(message)
+        except (OSError, EOFError):  # the parent is gone: stop quietly, the page stays undone
+            os._exit(1)
+
     try:
-        s = pipeline.extract(work, run, params, progress=False, log=lambda m: conn.send(("log", m)),
-                             on_page=lambda p: conn.send(("page", str(p))))
-        conn.send(("done", asdict(s)))
+        s = pipeline.extract(work, run, params, progress=False, log=lambda m: send(("log", m)),
+                             on_page=lambda p: send(("page", str(p))))
+        send(("done", asdict(s)))
     except Exception as e:  # noqa: BLE001 - reported to the parent as the run's error
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        send(("error", f"{type(e).__name__}: {e}"))
 
 
 def extract_with_limit(work: Path, run: pipeline.RunPaths, params: Params, log: Log) -> ExtractOutcome:
@@ -85,7 +120,7 @@ def extract_with_limit(work: Path, run: pipeline.RunPaths, params: Params, log: 
     position = {str(p): i for i, p in enumerate(images, 1)}
     ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited threads or locks
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_extract_worker, args=(work, run, params, send), daemon=True)
+    proc = ctx.Process(target=_extract_worker, args=(work, run, params, send, os.getpid()), daemon=True)
     proc.start()
     send.close()
     outcome, page, started = ExtractOutcome(), None, 0.0
@@ -143,6 +178,11 @@ def acquire(ws: Workspace) -> None:
     ws.pidfile.write_text(f"{os.getpid()}\n")
 
 
+def _save_state(ws: Workspace, state: dict, env: Mapping[str, str]) -> None:
+    """track.json, with every secret in it redacted (it feeds the dashboards and the index)."""
+    write_json(ws.state, redact_obj(state, env))
+
+
 def release(ws: Workspace) -> None:
     ws.pidfile.unlink(missing_ok=True)
 
@@ -153,17 +193,7 @@ def running_pid(ws: Workspace) -> Optional[int]:
         pid = int(ws.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid if pid_alive(pid) else None
 
 
 def status_label(status: str, params: Params) -> str:
@@ -230,9 +260,12 @@ def details_text(state: dict) -> str:
 
 def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log: Log,
               env: Mapping[str, str] = os.environ) -> int:
-    """One tracker run; returns the exit code (0 done, 3 stopped at the time limit, 1 failed)."""
+    """One tracker run; returns the exit code (0 done, 1 failed or some pages failed, 3 stopped
+    at the time limit)."""
     acquire(ws)
     try:
+        for tmp in remove_stale_temps(ws.dir, recursive=True):  # we hold the lock: nobody else writes here
+            log(f"{tmp}: removed, a temporary file of an interrupted run")
         tz = params.publish.sheets
         images = find_images(work)
         before = read_json(ws.state) or {}  # what the user told earlier runs stays on the dashboard
@@ -241,9 +274,10 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
                  "started": now_text(tz), "finished": None, "pages": len(images), "resumed": 0,
                  "characters": 0, "errors": [], "summary": opts.summary or before.get("summary"),
                  "depends_on": list(opts.depends_on or before.get("depends_on") or []),
-                 "dashboard_url": dashboard_url(ws, params)}
+                 "dashboard_url": dashboard_url(ws, params),
+                 "pid": os.getpid(), "pid_start": process_start(os.getpid())}  # a dead pid reads `interrupted`
         log(f"{ws.tracker_id}: {len(images)} pages in {work} -> {ws.dir}")
-        write_json(ws.state, state)
+        _save_state(ws, state, env)
         _ticket(ws, state, params, opts, log, env)
 
         outcome = extract_with_limit(work, run_paths(ws), params, log)
@@ -254,7 +288,7 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
                 f"{len(s.errors)} unreadable")
             rows = pipeline.score(run_paths(ws), params)
             metrics, compare, baseline = _validate_and_compare(ws, work, images, opts.baseline, params, log)
-            state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in "ABCDE"},
+            state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
                          lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,
                          verdict=compare and compare["verdict"],
                          params_hash=_params_hash(ws), pages_without_cutouts=_pages_without_cutouts(ws, rows))
@@ -266,6 +300,9 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
         state.update(status_label=status_label(state["status"], params), finished=now_text(tz))
         publish(ws, state, params, opts, log, env)
         log(f"== {state['status']}: {ws.tracker_id}")
+        if state["status"] == "done" and state["errors"]:
+            log(f"{len(state['errors'])} page(s) failed: " + "; ".join(state["errors"]))
+            return 1
         return {"done": 0, "stopped": 3}.get(state["status"], 1)
     finally:
         release(ws)
@@ -302,8 +339,8 @@ def _ticket(ws: Workspace, state: dict, params: Params, opts: TrackOptions, log:
 
 def publish(ws: Workspace, state: dict, params: Params, opts: TrackOptions, log: Log, env) -> None:
     """Dashboard and index, ticket row, notification. Only the dashboard may raise."""
-    write_json(ws.state, state)
-    page = write_dashboard(ws, state, params.publish.dashboard, params.extract.max_pixels)
+    _save_state(ws, state, env)
+    page = write_dashboard(run_paths(ws), ws.dashboard, state, params.publish.dashboard, params.extract.max_pixels)
     write_index(ws.dir.parent)
     log(f"dashboard: {page} ({state['dashboard_url']})")
     _ticket(ws, state, params, opts, log, env)
@@ -346,7 +383,7 @@ def make_log(ws: Workspace, detached: bool) -> Log:
     ws.dir.mkdir(parents=True, exist_ok=True)
 
     def log(message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {redact(message)}\n"
         if not detached:
             with open(ws.log, "a", encoding="utf-8") as f:
                 f.write(line)

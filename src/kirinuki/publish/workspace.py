@@ -9,6 +9,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 TRACKER_ID = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
 WORKSPACES = "tracker-workspace"
@@ -69,3 +70,41 @@ def find_workspaces(root: Path) -> dict[str, Workspace]:
         if d.is_dir() and TRACKER_ID.fullmatch(d.name) and d.name not in found:
             found[d.name] = Workspace(Path(root), d.parent.parent.name, d.name)
     return found
+
+
+# --- is a run alive? -------------------------------------------------------------------------
+
+def process_start(pid: int) -> Optional[str]:
+    """When process `pid` started (Linux: clock ticks since boot, from /proc), None if unknown;
+    with the pid it tells a live run from a new process that reuses a dead run's pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]  # field 22, after the parenthesised name
+
+
+def pid_alive(pid: Optional[int], started: Optional[str] = None) -> bool:
+    """Is `pid` a live process (and, given `started`, the same one that recorded it)?"""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = process_start(pid)
+    return started is None or now is None or now == started
+
+
+INTERRUPTED_LABEL = "中断 interrupted"
+
+
+def live_state(state: dict) -> dict:
+    """A run's track.json as it is now: one that says `running` but whose process is gone
+    (killed, machine restarted) reads `interrupted`; the same command resumes it."""
+    if state.get("status") != "running" or pid_alive(state.get("pid"), state.get("pid_start")):
+        return state
+    return {**state, "status": "interrupted", "status_label": INTERRUPTED_LABEL}
+

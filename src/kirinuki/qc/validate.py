@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
@@ -17,9 +18,10 @@ from scipy.stats import spearmanr
 
 from kirinuki.core.config import ValidateParams
 from kirinuki.quality.features import completeness
+from kirinuki.quality.score import GRADES
+from kirinuki.qc.boxes import box_rows, box_summary, index_box_gt
 from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
 
-GRADES = ("A", "B", "C", "D", "E")
 MAX_LABEL = 65535  # largest id a uint16 PNG label map can hold
 IMAGE_COLUMNS = ["image", "n_gt", "n_pred", "union_iou", "instance_iou", "tp", "fp", "fn",
                  "count_ok", "empty_fp"]
@@ -30,21 +32,117 @@ BAND_NAMES = [f"iou_{round(lo * 100):03d}_{round(hi * 100):03d}" for lo, hi in z
 
 
 class ValidateError(Exception):
-    """Validation cannot produce any result; str() is a one-line reason."""
+    """Validation cannot produce any result; str() is a one-line reason. `code` is the exit code:
+    2 when the folders given are not what validate needs, 1 when nothing in them can be measured."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+# what a ground-truth file may hold (gt_instances): more values than this are a gradient, a photo
+# or compression noise, not instances; a value held by fewer pixels than SPECK_PX is a speck
+MAX_GT_INSTANCES = 200
+MAX_GT_COLOURS = 64
+SPECK_PX = 16
 
 
 # --- pure functions -------------------------------------------------------------------------
 
-def gt_instances(raw: np.ndarray) -> np.ndarray:
-    """Normalise an HxW ground-truth array to an instance label map.
+def gt_instances(raw: np.ndarray, name: str = "ground truth") -> np.ndarray:
+    """Check a ground-truth array and make it an HxW instance label map (0 = background).
 
-    A mask whose only values are 0 and 255 is the old binary format: one union
-    instance, returned as 0/1 uint8. Anything else already is a label map.
+    Accepted: a single-channel integer label map (0 background, k > 0 instance k); a mask
+    whose only values are 0 and 255, the old binary format (one union instance, 0/1 uint8);
+    an RGB(A) image of a few exact colours, one per instance on black (transparent is
+    black), decoded to instances 1..n in colour order; an RGB image whose channels are
+    equal is read as single-channel. Refused with BadImage, one line naming `name` and why:
+    floating-point values, a gradient or photo (too many values), anti-aliased or JPEG edges
+    (a 0/255 mask with in-between values, or many values of a few pixels each).
     """
-    values = np.unique(raw)
+    def refuse(why: str):
+        raise BadImage(f"{name}: refused as ground truth: {why}")
+
+    if raw.ndim == 3 and raw.shape[2] in (3, 4):
+        rgb = raw[..., :3]
+        if raw.shape[2] == 4:  # transparent pixels are background whatever their colour
+            rgb = np.where(raw[..., 3:] > 0, rgb, 0)
+        if (rgb == rgb[..., :1]).all():
+            raw = rgb[..., 0]
+        else:
+            return _colour_instances(rgb, refuse)
+    if raw.ndim != 2:
+        refuse(f"an array of shape {raw.shape}, expected one channel or RGB")
+    if raw.dtype == bool:
+        return raw.astype(np.uint8)
+    if not np.issubdtype(raw.dtype, np.integer):
+        refuse(f"{raw.dtype} values, expected integer instance ids")
+    values, counts = np.unique(raw, return_counts=True)
+    if values.size and values[0] < 0:
+        refuse("negative values, expected instance ids >= 0")
     if 255 in values and np.isin(values, (0, 255)).all():
         return (raw == 255).astype(np.uint8)
+    ids, id_counts = values[values != 0], counts[values != 0]
+    if len(ids) > MAX_GT_INSTANCES:
+        refuse(f"{len(ids)} distinct non-zero values: a gradient, a photo or compression noise, not instance labels "
+               f"(at most {MAX_GT_INSTANCES} instances)")
+    extreme = counts[np.isin(values, (0, 255))].sum()
+    if 0 in values and 255 in values and extreme >= 0.9 * raw.size:
+        refuse(f"a 0/255 mask with {len(values) - 2} in-between values: anti-aliased or lossy (JPEG) edges; "
+               "save it losslessly (PNG) with hard edges")
+    _check_specks(id_counts, raw.size, "values", refuse)
+    _check_gradient(raw, len(ids), refuse)
     return raw
+
+
+def _check_gradient(raw: np.ndarray, n_ids: int, refuse) -> None:
+    """Values that change from pixel to pixel in small steps over much of the foreground are
+    a gradient (or a resampled mask), not instances: those change only along outlines."""
+    if n_ids < 8:
+        return
+    a = raw.astype(np.int64)
+    steps = np.concatenate([np.abs(np.diff(a, axis=1)).ravel(), np.abs(np.diff(a, axis=0)).ravel()])
+    changes = steps[steps > 0]
+    fg = np.count_nonzero(raw)
+    if fg and changes.size > 0.3 * fg and np.median(changes) <= 2:
+        refuse(f"values change in steps of {int(np.median(changes))} from pixel to pixel over much of the "
+               "foreground: a gradient or a resampled mask, not instance labels")
+
+
+def _check_specks(counts: np.ndarray, size: int, what: str, refuse) -> None:
+    """Many instance values of a few pixels each are compression or resampling noise."""
+    specks = int((counts < min(SPECK_PX, max(1, size // 1000))).sum())
+    if len(counts) >= 8 and specks * 2 >= len(counts):
+        refuse(f"{specks} of {len(counts)} {what} cover fewer than {SPECK_PX} pixels each: compression or "
+               "resampling noise, not instances")
+
+
+def _colour_instances(rgb: np.ndarray, refuse) -> np.ndarray:
+    """HxWx3 image of exact colours on black -> instance ids 1..n, by colour order."""
+    flat = rgb.reshape(-1, 3)
+    colours, inverse, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+    black = (colours == 0).all(axis=1)
+    if (~black).sum() > MAX_GT_COLOURS:
+        refuse(f"{int((~black).sum())} distinct colours: anti-aliased or lossy (JPEG) edges, or a picture; "
+               f"a colour ground truth holds one exact colour per instance on black (at most {MAX_GT_COLOURS})")
+    _check_specks(counts[~black], flat.shape[0], "colours", refuse)
+    ids = np.cumsum(~black) * ~black  # black -> 0, the other colours -> 1..n
+    dtype = np.uint8 if ids.max(initial=0) <= 255 else np.uint16
+    return ids.astype(dtype)[inverse.reshape(-1)].reshape(rgb.shape[:2])
+
+
+def read_gt(path: Path) -> np.ndarray:
+    """A ground-truth file as an HxW instance map (gt_instances); BadImage, one line naming the
+    file, when it cannot be read or is refused."""
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise BadImage(f"{path}: refused as ground truth: JPEG is lossy, its edges are noise; save it as PNG")
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise BadImage(f"{path}: not a readable ground-truth image")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):  # OpenCV reads BGR(A); colours in RGB order
+        arr = arr[..., [2, 1, 0, 3][:arr.shape[2]]]
+    return gt_instances(arr, str(path))
 
 
 def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -329,9 +427,10 @@ def _to_csv(path: Path, frame: pd.DataFrame) -> None:
 def read_pair(labels_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(HxW predicted label map, HxW GT instance map) of one page.
 
-    Raises BadImage, one line naming the files, when either is unreadable or they differ in size.
+    Raises BadImage, one line naming the files, when either is unreadable, the ground truth is
+    refused (gt_instances), or they differ in size.
     """
-    pred, gt = read_label_png(labels_path), gt_instances(read_label_png(gt_path))
+    pred, gt = read_label_png(labels_path), read_gt(gt_path)
     if pred.shape != gt.shape:
         raise BadImage(f"{labels_path} is {pred.shape[1]}x{pred.shape[0]} but {gt_path} is "
                        f"{gt.shape[1]}x{gt.shape[0]}")
@@ -340,33 +439,44 @@ def read_pair(labels_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]
 
 def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, params: ValidateParams,
                  metrics_path: Path, per_image_csv: Path, per_cutout_csv: Path) -> dict:
-    """Measure every `extract_dir/<stem>/labels.png` that has a `<stem>_gt.png` under gt_dir.
+    """Measure every `extract_dir/<stem>/labels.png` that has a `<stem>_gt.png` under gt_dir,
+    and, by boxes (qc/boxes.py), every one that has a `<stem>_gt.json` instead: the metrics then
+    hold a `boxes` section (also per ground-truth folder and per colour) and the per-page box
+    counts go to `per_page_boxes.csv` beside the per-image CSV.
 
-    Images without GT are skipped with a warning, unreadable or mis-sized pairs with an
-    error line; both go to stderr and the run continues. Writes the metrics JSON, the
-    two CSVs and the grade table `grades.md` beside the metrics JSON, atomically, and
-    returns the metrics dict.
+    Images without GT are skipped with a warning, GT without an extracted image too, and
+    unreadable, refused (gt_instances) or mis-sized pairs with an error line; all go to
+    stderr, one line each naming the file, and the run continues. The metrics count them:
+    `missing_gt` (images without GT), `gt_without_image` (GT whose image has no labels.png:
+    not extracted, or failed) and `gt_refused` (pairs that could not be measured). Writes the
+    metrics JSON, the two CSVs and the grade table `grades.md` beside the metrics JSON,
+    atomically, and returns the metrics dict.
     """
     extract_dir, gt_dir = Path(extract_dir), Path(gt_dir)
     if not gt_dir.is_dir():
-        raise ValidateError(f"{gt_dir}: no such ground-truth folder")
+        raise ValidateError(f"{gt_dir}: no such ground-truth folder", code=2)
     gt_index = index_gt(gt_dir)
+    box_index = {s: p for s, p in index_box_gt(gt_dir).items() if s not in gt_index}  # a mask wins over boxes
     scores = _read_scores(scores_path)
 
     labels_paths = sorted(extract_dir.glob("*/labels.png"))
     if not labels_paths:
-        raise ValidateError(f"{extract_dir}: no <image>/labels.png to validate")
-    image_rows, cutout_rows = [], []
+        raise ValidateError(f"{extract_dir}: no <image>/labels.png to validate", code=2)
+    image_rows, cutout_rows, missing_gt, refused = [], [], [], []
     for labels_path in labels_paths:
         stem = labels_path.parent.name
         gt_path = gt_index.get(stem)
+        if gt_path is None and stem in box_index:
+            continue  # measured by boxes below
         if gt_path is None:
-            print(f"warning: {stem}: no {stem}_gt.png under {gt_dir}; skipped", file=sys.stderr)
+            print(f"warning: {stem}: no {stem}_gt.png or _gt.json under {gt_dir}; skipped", file=sys.stderr)
+            missing_gt.append(stem)
             continue
         try:
             pred, gt = read_pair(labels_path, gt_path)
         except BadImage as e:
             print(f"error: {e}; skipped", file=sys.stderr)
+            refused.append(stem)
             continue
         m = page_metrics(pred, gt, params.iou_match)
         truth = cutout_truth(pred, gt, params)
@@ -377,7 +487,15 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
                                 "grade": rec.get("grade"), "lora_ok": rec.get("lora_ok"),
                                 "reasons": ";".join(rec.get("reasons", [])), **truth[k]})
 
-    if not image_rows:
+    extracted = {p.parent.name for p in labels_paths}
+    orphans = sorted((set(gt_index) | set(box_index)) - extracted)
+    for stem in orphans:
+        print(f"warning: {gt_index.get(stem) or box_index[stem]}: ground truth without an extracted image "
+              f"({extract_dir}/{stem}/labels.png); counted as missing", file=sys.stderr)
+    boxes = box_rows(extract_dir, box_index, gt_dir, params.iou_match, params.clean_iou,
+                     lambda m: print(m, file=sys.stderr))
+    refused += sorted(set(box_index) & extracted - {r["image"] for r in boxes})
+    if not image_rows and not boxes:
         raise ValidateError(f"no image under {extract_dir} has usable ground truth under {gt_dir}")
     unscored = sum(row["score"] is None for row in cutout_rows)
     if scores and unscored:  # a stale or partial scores file would quietly skew score metrics
@@ -387,9 +505,14 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
     per_cutout = pd.DataFrame(cutout_rows, columns=CUTOUT_COLUMNS).astype(
         {"k": int, "iou": float, "score": float, "lora_ok": "boolean"})
 
-    metrics = summarize(per_image, per_cutout, params)
+    metrics = summarize(per_image, per_cutout, params) if image_rows else {}
+    metrics.update(missing_gt=len(missing_gt), gt_without_image=len(orphans), gt_refused=len(refused))
+    if boxes:
+        metrics["boxes"] = box_summary(boxes)
+        _to_csv(Path(per_image_csv).with_name("per_page_boxes.csv"), pd.DataFrame(boxes))
     _to_csv(per_image_csv, per_image)
     _to_csv(per_cutout_csv, per_cutout)
     write_json(metrics_path, metrics)
-    write_text(Path(metrics_path).with_name("grades.md"), grades_markdown(metrics, params.good_iou))
+    if image_rows:
+        write_text(Path(metrics_path).with_name("grades.md"), grades_markdown(metrics, params.good_iou))
     return metrics

@@ -31,6 +31,7 @@ MESSAGES = {  # reason -> (English, Japanese)
     **{f"truncated_{s}": (f"body cut off at the {s} (page edge or a straight frame line)",
                           f"{_SIDE_JA[s]}側で体が切れている（ページ端・コマ枠）") for s in SIDES},
 }
+GRADES = ("A", "B", "C", "D", "E")  # best first; the one definition of the letters
 QUALITY = {"A": ("high quality", "高品質"), "B": ("high quality", "高品質"), "C": ("medium quality", "中品質"),
            "D": ("low quality", "低品質"), "E": ("low quality", "低品質")}
 QUALITY_JA = {g: ja for g, (_, ja) in QUALITY.items()}

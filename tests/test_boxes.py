@@ -1,0 +1,72 @@
+"""Box ground truth of real pages (qc/boxes.py): each failure the real-page check counts, on
+label maps drawn by hand here."""
+import json
+
+import numpy as np
+import pytest
+
+from kirinuki.qc.boxes import BoxGTError, Figure, page_box_metrics, read_box_gt, summarize_boxes
+
+A = Figure((10, 10, 40, 90), head=(25, 20), kind="full_body")
+B = Figure((60, 10, 90, 90), head=(75, 20), kind="full_body")
+
+
+def page(*cutouts):
+    labels = np.zeros((100, 120), np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(cutouts, 1):
+        labels[y0:y1, x0:x1] = k
+    return labels
+
+
+def test_two_figures_cut_out_cleanly_and_alone():
+    m = page_box_metrics(page((10, 10, 40, 90), (60, 10, 90, 90)), [A, B])
+    assert (m["matched"], m["clean"], m["merged_cutouts"], m["split_figures"], m["false_cutouts"]) == (2, 2, 0, 0, 0)
+    assert [f["cutout"] for f in m["figures"]] == [1, 2]
+
+
+def test_one_cutout_holding_both_figures_is_merged():
+    m = page_box_metrics(page((10, 10, 90, 90)), [A, B])
+    assert m["merged_cutouts"] == 1 and m["figures_in_merged"] == 2 and m["clean"] == 0
+    assert m["cutouts"][1]["holds"] == 2 and m["matched"] <= 1
+
+
+def test_a_figure_cut_in_two_is_split():
+    m = page_box_metrics(page((10, 10, 25, 90), (25, 10, 40, 90), (60, 10, 90, 90)), [A, B])
+    assert m["split_figures"] == 1 and m["figures"][0]["split"] and not m["figures"][0]["clean"]
+    assert m["clean"] == 1 and m["false_cutouts"] == 0
+
+
+def test_text_and_props_are_false_cutouts_and_cost_precision():
+    m = page_box_metrics(page((10, 10, 40, 90), (95, 5, 118, 30)), [A])
+    assert m["false_cutouts"] == 1 and m["matched"] == 1
+    s = summarize_boxes([{**m, "image": "p"}])
+    assert s["figure_precision"] == 0.5 and s["figure_recall"] == 1.0 and s["false_cutouts_per_page"] == 1.0
+
+
+def test_a_missed_figure_and_an_empty_page():
+    m = page_box_metrics(page((10, 10, 40, 90)), [A, B])
+    assert m["matched"] == 1 and not m["figures"][1]["matched"]
+    empty = page_box_metrics(page(), [])
+    s = summarize_boxes([{**m, "image": "p"}, {**empty, "image": "e"}])
+    assert s["figure_recall"] == 0.5 and s["missed_rate"] == 0.5 and s["n_pages"] == 2
+
+
+def test_a_figure_without_head_is_held_by_box_coverage():
+    headless = Figure((10, 10, 40, 90))
+    assert page_box_metrics(page((5, 5, 95, 95)), [headless, B])["merged_cutouts"] == 1
+
+
+def test_box_gt_is_checked(tmp_path):
+    f = tmp_path / "p_gt.json"
+    f.write_text(json.dumps({"figures": [{"box": [1, 2, 30, 40], "head": [10, 8], "kind": "portrait"}]}))
+    assert read_box_gt(f, (50, 50)) == [Figure((1, 2, 30, 40), (10, 8), "portrait")]
+    for bad, why in (({"figures": [{"box": [5, 5, 5, 9]}]}, "empty"),
+                     ({"figures": [{"box": [0, 0, 90, 9]}]}, "outside the 50x50 image"),
+                     ({"figures": [{"box": [0, 0, 9, 9], "kind": "bust"}]}, "kind 'bust'"),
+                     ({"boxes": []}, "not box ground truth")):
+        f.write_text(json.dumps(bad))
+        with pytest.raises(BoxGTError, match=why):
+            read_box_gt(f, (50, 50))
+    f.write_text("{not json")
+    with pytest.raises(BoxGTError, match=f"{f.name}: not box ground truth"):
+        read_box_gt(f)
