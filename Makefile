@@ -50,10 +50,10 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,train,dvc]' '$(TORCH)'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,train,dvc,publish]' '$(TORCH)'
 	touch $@
 
 # the YOLO and SAM backends (extract.detector yolo, extract.segmenter sam): PyPI's torchvision is
 # built for CUDA only, so this replaces the CPU torch with the CUDA one (~6 GB in all)
 backends: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev,train,dvc,backends]'
+	$(BIN)/pip install --quiet -e '.[dev,train,dvc,publish,backends]'

@@ -25,7 +25,8 @@ import yaml
 from kirinuki.core.config import CompareParams, SheetsParams
 from kirinuki.qc.compare import decide_gate, paired_compare
 from kirinuki.core.secrets import CredentialsError, parse_credentials, redact, redact_obj
-from kirinuki.publish.tickets import CREDENTIALS_ENV, Ticket, publish_tickets
+from kirinuki.core.secrets import CREDENTIALS_ENV
+from kirinuki.publish.tickets import Ticket, publish_tickets
 
 import localhttp
 from conftest import TINY_SIZE

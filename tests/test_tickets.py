@@ -5,7 +5,8 @@ import json
 import pytest
 
 from kirinuki.core.config import SheetColumns, SheetsParams
-from kirinuki.publish.tickets import (CREDENTIALS_ENV, Ticket, check_ticket, plan_upsert, publish_tickets,
+from kirinuki.core.secrets import CREDENTIALS_ENV
+from kirinuki.publish.tickets import (Ticket, check_ticket, plan_upsert, publish_tickets,
                               read_outbox)
 
 from fake_sheets import FakeGoogle, service_account

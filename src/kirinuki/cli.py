@@ -288,8 +288,11 @@ def report_pr(report: Path = typer.Option(..., help="compare JSON of the gate (m
               context: str = typer.Option("kirinuki/qc", help="commit status context")):
     """Post the gate's result on a pull request: one sticky comment (edited on each push) and a
     commit status. The token is read from $GITHUB_TOKEN."""
-    from kirinuki.publish.pr_report import (ReportError, ReportUsageError, comment_body, commit_status, connect,
-                                            publish, read_report)
+    try:
+        from kirinuki.publish.pr_report import (ReportError, ReportUsageError, comment_body, commit_status,
+                                                connect, publish, read_report)
+    except ImportError as e:
+        _fail(f"report-pr needs the GitHub client ({e.name}): pip install 'kirinuki[publish]'", code=USAGE)
     try:
         result = read_report(report)
         diff = metrics_diff.read_text(encoding="utf-8") if metrics_diff and metrics_diff.is_file() else None

@@ -1,4 +1,5 @@
-"""Ticket rows in the user's Google Sheet, one per tracker ID, upserted through gspread.
+"""Ticket rows in the user's Google Sheet, one per tracker ID, upserted through gspread
+(publish/sheets.py: the `publish` extra; without it every update waits in the outbox).
 
 A publish reads the sheet once, then writes every changed row in one values batchUpdate
 and every new row in one append. Updates that cannot reach the sheet (no credentials,
@@ -22,21 +23,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 from zoneinfo import ZoneInfo
 
-import gspread
-import requests
-from google.auth.exceptions import GoogleAuthError, TransportError
-from google.auth.transport.requests import AuthorizedSession
-from google.oauth2 import service_account
-from gspread.utils import ValueInputOption, rowcol_to_a1
-
 from kirinuki.core.config import SheetColumns, SheetsParams
 from kirinuki.core.imageio import read_jsonl, remove_stale_temps, write_jsonl
-from kirinuki.core.secrets import CREDENTIALS_ENV, CredentialsError, parse_credentials, redact, redact_obj
+from kirinuki.core.secrets import redact, redact_obj
 from kirinuki.publish.workspace import check_tracker_id
-
-GOOGLE_SHEETS = "https://sheets.googleapis.com"
-SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
-RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class SheetsUnavailable(Exception):
@@ -128,71 +118,6 @@ def plan_upsert(values: list[list[str]], tickets: list[Ticket], columns: SheetCo
     return SheetPlan(updates=updates, appends=table[n_old:])
 
 
-# --- credentials and HTTP -------------------------------------------------------------------
-
-def _in_git_repo(path: Path) -> bool:
-    return any((d / ".git").exists() for d in path.resolve().parents)
-
-
-def load_credentials(params: SheetsParams, env: Mapping[str, str] = os.environ):
-    """Service-account credentials from the environment; raises SheetsUnavailable."""
-    try:  # a path, inline JSON, quoted JSON or base64 JSON; errors never show the value
-        info, path = parse_credentials(env.get(CREDENTIALS_ENV, ""))
-    except CredentialsError as e:
-        raise SheetsUnavailable(str(e)) from None
-    if path is not None and _in_git_repo(path):
-        raise SheetsUnavailable(f"{CREDENTIALS_ENV}: {path} is inside a git repository; keep secrets outside it")
-    try:
-        if params.token_uri:
-            info["token_uri"] = params.token_uri
-        return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
-    except (ValueError, KeyError, TypeError) as e:  # message names the missing field, never its value
-        raise SheetsUnavailable(f"{CREDENTIALS_ENV}: not a usable service-account JSON ({type(e).__name__})") from None
-
-
-class SheetsSession(AuthorizedSession):
-    """An authorised requests session that sends Sheets API calls to params.api_base and
-    retries 429/5xx answers and connection errors with exponential back-off."""
-
-    def __init__(self, credentials, params: SheetsParams, sleep: Callable[[float], None] = time.sleep):
-        super().__init__(credentials)
-        self.params, self.sleep = params, sleep
-
-    def request(self, method, url, *args, **kwargs):
-        p = self.params
-        if url.startswith(GOOGLE_SHEETS):
-            url = p.api_base.rstrip("/") + url[len(GOOGLE_SHEETS):]
-        kwargs["timeout"] = kwargs.get("timeout") or p.timeout_s
-        for attempt in range(p.retries + 1):
-            last = attempt == p.retries
-            try:
-                response = super().request(method, url, *args, **kwargs)
-            except (requests.ConnectionError, requests.Timeout, TransportError):
-                if last:
-                    raise
-                response = None
-            if response is not None and (response.status_code not in RETRY_STATUS or last):
-                return response
-            retry_after = response.headers.get("Retry-After", "") if response is not None else ""
-            wait = float(retry_after) if retry_after.isdigit() else p.backoff_s * 2 ** attempt
-            self.sleep(min(wait, p.max_backoff_s))
-
-
-def send_tickets(tickets: list[Ticket], params: SheetsParams, credentials,
-                 sleep: Callable[[float], None] = time.sleep) -> SheetPlan:
-    """Read the worksheet, then write the planned rows: one batchUpdate, one append."""
-    client = gspread.Client(auth=None, session=SheetsSession(credentials, params, sleep))
-    sheet = client.open_by_key(params.spreadsheet_key).worksheet(params.worksheet)
-    defaults = {"priority": params.default_priority, "status": params.statuses[0]}
-    plan = plan_upsert(sheet.get_all_values(), tickets, params.columns, defaults)
-    if plan.updates:
-        sheet.batch_update([{"range": f"{rowcol_to_a1(r, 1)}:{rowcol_to_a1(r, len(row))}", "values": [row]}
-                            for r, row in plan.updates], value_input_option=ValueInputOption.raw)
-    if plan.appends:
-        sheet.append_rows(plan.appends, value_input_option=ValueInputOption.raw, table_range="A1")
-    return plan
-
-
 # --- outbox and publish ---------------------------------------------------------------------
 
 @contextmanager
@@ -270,11 +195,8 @@ def publish_tickets(tickets: list[Ticket], params: SheetsParams, outbox: Path,
             pending, note = _salvage_outbox(outbox)
         batch = pending + list(tickets)
         try:
-            if not params.spreadsheet_key:
-                raise SheetsUnavailable("no sheet configured (publish.sheets.spreadsheet_key is empty)")
-            plan = send_tickets(batch, params, load_credentials(params, env), sleep)
-        except (SheetsUnavailable, gspread.exceptions.GSpreadException, requests.RequestException,
-                GoogleAuthError) as e:
+            plan = _send(batch, params, env, sleep)
+        except SheetsUnavailable as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             write_jsonl(outbox, [asdict(t) for t in batch])
             return PublishResult(0, 0, len(batch), redact(
@@ -285,6 +207,22 @@ def publish_tickets(tickets: list[Ticket], params: SheetsParams, outbox: Path,
         return PublishResult(len(batch), len(pending), 0, redact(
             f"{note}ticket sheet updated: {len(batch)} update(s){replayed}; "
             f"{len(plan.updates)} row(s) rewritten, {len(plan.appends)} appended", env))
+
+
+def _send(batch: list[Ticket], params: SheetsParams, env: Mapping[str, str], sleep):
+    """Write `batch` to the sheet (publish/sheets.py, the `publish` extra); SheetsUnavailable
+    with a one-line reason when there is no sheet, no client library or no answer."""
+    if not params.spreadsheet_key:
+        raise SheetsUnavailable("no sheet configured (publish.sheets.spreadsheet_key is empty)")
+    try:
+        from kirinuki.publish import sheets
+    except ImportError as e:
+        raise SheetsUnavailable(f"the Google Sheets client is not installed ({e.name}): "
+                                "pip install 'kirinuki[publish]'") from None
+    try:
+        return sheets.send_tickets(batch, params, sheets.load_credentials(params, env), sleep)
+    except sheets.ERRORS as e:
+        raise SheetsUnavailable(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 def _has_secret(t: Ticket, env: Mapping[str, str]) -> bool:
