@@ -235,3 +235,23 @@ def test_cli_exit_codes(tmp_path, mirror):
     assert r.exit_code == 2 and "missing column(s) sha256" in r.output
     r = runner.invoke(app, ["corpus", str(tmp_path / "nope.csv"), "-o", str(out)])
     assert r.exit_code == 2
+
+
+TRAINING = ROOT / "corpus" / "training.csv"
+
+
+def test_training_manifest_covers_the_shipped_splitters_and_no_reserved_or_nc_art():
+    """Every file the shipped splitters were trained on is listed with its licence; none is
+    reserved for independent evaluation or licensed for non-commercial use only."""
+    rows = list(csv.DictReader(TRAINING.open(encoding="utf-8")))
+    folders = {"/".join(r["file"].split("/")[:2]) for r in rows}
+    bundled = ROOT / "src" / "kirinuki" / "assets" / "bundled"
+    for card in ("splitter.json", "head_splitter.json"):
+        meta = __import__("json").loads((bundled / card).read_text())
+        used = {"/".join(Path(d).parts[-2:]) for d in meta["sprite_dirs"] + meta["background_dirs"]}
+        assert used <= folders, (card, used - folders)
+    pats = reserved_patterns()
+    for r in rows:
+        assert r["licence"].strip() and r["licence_status"].split(":")[0] in ("clear", "unclear")
+        assert not re.search(r"\bNC\b|non-?commercial", r["licence"], re.IGNORECASE), r["file"]
+        assert not any(p.search(r["repo"]) or p.search(r["path"]) for _, p, _ in pats), r["file"]
