@@ -80,3 +80,18 @@ def test_digest_changes_with_values():
     a = Params().extract
     assert a.digest() == Params().extract.digest()
     assert a.digest() != a.model_copy(update={"threshold": 0.6}).digest()
+
+
+def test_dvc_exp_set_param_changes_only_that_value(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml through DVC's YAML round trip: the file is
+    kept in the style it writes, so the change is the one line."""
+    hydra = pytest.importorskip("dvc.utils.hydra")
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    hydra.apply_overrides(f, ["extract.threshold=0.45", "score.lora_ok_grades=[A]"])
+    before = (ROOT / "params.yaml").read_text(encoding="utf-8").splitlines()
+    after = f.read_text(encoding="utf-8").splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(after) == len(before) - 1  # the list lost one item
+    assert changed[0] == ("  threshold: 0.5             # foreground probability",
+                          "  threshold: 0.45            # foreground probability")
