@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None,
 def browser_on_dashboard(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("browser") / "root"
     tracked(root, tiny_model)
-    server = localhttp.start(make_server(root, "127.0.0.1", 0, env={USER_ENV: "kana", PASSWORD_ENV: "pw"}))
+    server = localhttp.start(make_server(root, "127.0.0.1", 0, env={USER_ENV: "kana", PASSWORD_ENV: "correct horse battery"}))
     browser = Browser()
     yield browser, f"http://127.0.0.1:{server.server_port}"
     browser.close()
@@ -31,7 +31,7 @@ def test_dashboard_in_chromium(browser_on_dashboard, tmp_path):
     assert b.goto(f"{base}/tracker/QCC-011/") == 401
     assert "QCC-011" not in b.js("document.body.innerText")
 
-    b.set_headers({"Authorization": "Basic " + base64.b64encode(b"kana:pw").decode()})
+    b.set_headers({"Authorization": "Basic " + base64.b64encode(b"kana:correct horse battery").decode()})
     assert b.goto(f"{base}/tracker/QCC-011/") == 200
     assert b.js("document.querySelectorAll('.card').length") == 6
     widths = b.js("Promise.all([...document.images].map(i => i.decode().then(() => i.naturalWidth, () => 0)))")
