@@ -58,3 +58,38 @@ def test_bad_params_key_is_named(tmp_path):
 def test_not_an_extract_folder(tmp_path):
     r = invoke("score", tmp_path)
     assert r.exit_code == 2 and "no records.jsonl" in r.output  # a usage error: not an extract folder
+
+
+def test_validate_reads_box_ground_truth_of_real_pages(tmp_path, tiny_model):
+    """Pages with `<stem>_gt.json` (boxes) are measured by figures, grouped by the ground-truth
+    folder they sit in; a page with both kinds of ground truth is measured by its mask."""
+    params = tmp_path / "my.yaml"
+    params.write_text(yaml.safe_dump({"extract": {"model": str(tiny_model), "input_size": TINY_SIZE,
+                                                  "splitter": None, "min_area": 0.0}}))
+    rgb = two_figures()
+    for artist in ("aoki", "mori"):
+        (tmp_path / "pages" / artist).mkdir(parents=True)
+        Image.fromarray(rgb).save(tmp_path / "pages" / artist / f"{artist}_1.png")
+    r = invoke("extract", tmp_path / "pages", "-o", tmp_path / "out", "-p", params, "--no-progress")
+    assert r.exit_code == 0, r.output
+    labels = np.array(Image.open(tmp_path / "out" / "aoki_1" / "labels.png"))
+    boxes = []
+    for k in range(1, int(labels.max()) + 1):
+        ys, xs = np.nonzero(labels == k)
+        boxes.append({"box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+                      "head": [int(xs.mean()), int(ys.min()) + 2], "kind": "full_body"})
+    for artist, figures in (("aoki", boxes), ("mori", boxes + [{"box": [0, 0, 5, 5]}])):  # mori: one missed
+        gt = tmp_path / "gt" / artist / f"{artist}_1_gt.json"
+        gt.parent.mkdir(parents=True)
+        gt.write_text(json.dumps({"figures": figures}))
+    r = invoke("validate", tmp_path / "out", "--gt", tmp_path / "gt", "-p", params)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "out" / "validate.json").read_text())["boxes"]
+    n = len(boxes)
+    assert (m["n_pages"], m["n_figures"], m["matched"], m["clean"]) == (2, 2 * n + 1, 2 * n, 2 * n)
+    assert m["by_group"]["aoki"]["figure_recall"] == 1.0 and m["by_group"]["mori"]["missed_rate"] > 0
+    assert m["by_colour"]["colour"]["n_pages"] == 2  # extraction records each page's colour
+    assert (tmp_path / "out" / "per_page_boxes.csv").read_text().count("\n") == 3
+    (tmp_path / "gt" / "aoki" / "aoki_1_gt.json").write_text('{"figures": [{"box": [3, 3, 2, 9]}]}')
+    r = invoke("validate", tmp_path / "out", "--gt", tmp_path / "gt", "-p", params)
+    assert r.exit_code == 1 and "aoki_1_gt.json: figure 1: box [3, 3, 2, 9] is empty" in r.output
