@@ -304,7 +304,7 @@ def test_cli_extract_with_yolo_and_sam(tmp_path, backend_params):
     outs = []
     for name in ("out", "again"):
         r = CliRunner().invoke(app, ["extract", str(pages), "-o", str(tmp_path / name), "-p", str(params), "--no-progress"])
-        assert r.exit_code == 0 and "notes.jpg" in r.output and "1 failed" in r.output, r.output
+        assert r.exit_code == 1 and "notes.jpg" in r.output and "1 failed" in r.output, r.output
         outs.append({p.relative_to(tmp_path / name): p.read_bytes() for p in (tmp_path / name).rglob("*.png")})
     assert outs[0] == outs[1] and Path("p1/labels.png") in outs[0]
     page = json.loads((tmp_path / "out" / "p1" / "page.json").read_text())
