@@ -140,6 +140,12 @@ def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
             raise OSError(f"{path}: could not write JPEG")
 
 
+def pages_without_cutouts(extract: Path, scores: list[dict]) -> list[str]:
+    """Pages extracted (their page.json written) that gave no cut-out, in name order."""
+    done = [d.name for d in extract.iterdir() if (d / "page.json").is_file()] if extract.is_dir() else []
+    return sorted(set(done) - {r["image"] for r in scores})
+
+
 def read_ious(per_cutout_csv: Path) -> dict[tuple[str, int], float]:
     """(image, k) -> IoU from validate's per_cutout.csv; empty when there is none."""
     if not per_cutout_csv.is_file():

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 from kirinuki.core.config import Params
 from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.pipeline import RunPaths
-from kirinuki.publish.dashboard import write_dashboard
+from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard
 from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
 from kirinuki.publish.workspace import OUTBOX_NAME
 from kirinuki.quality.score import GRADES
@@ -34,11 +34,7 @@ def run_state(run: RunPaths, params: Params) -> dict:
             "verdict": compare and compare.get("verdict"), "baseline": compare and compare.get("baseline_source"),
             "params_hash": extract.get("params_hash"), "summary": None, "depends_on": [],
             "dashboard_url": p.dashboard_url.replace("{id}", p.tracker_id),
-            "pages_without_cutouts": sorted(set(_pages(run)) - {r["image"] for r in rows})}
-
-
-def _pages(run: RunPaths) -> list[str]:
-    return [d.name for d in run.extract.iterdir() if (d / "page.json").is_file()] if run.extract.is_dir() else []
+            "pages_without_cutouts": pages_without_cutouts(run.extract, rows)}
 
 
 def ticket_details(state: dict) -> str:

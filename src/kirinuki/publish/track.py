@@ -31,7 +31,7 @@ from kirinuki.core.config import Params
 from kirinuki.core.imageio import find_images, index_gt, read_json, read_jsonl, remove_stale_temps, write_json
 from kirinuki.core.secrets import redact, redact_obj
 from kirinuki.extract.run import ExtractSummary
-from kirinuki.publish.dashboard import write_dashboard, write_index
+from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard, write_index
 from kirinuki.publish.notify import best_cutouts, notify
 from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
 from kirinuki.publish.workspace import Workspace, pid_alive, process_start
@@ -291,7 +291,7 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
             state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
                          lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,
                          verdict=compare and compare["verdict"],
-                         params_hash=_params_hash(ws), pages_without_cutouts=_pages_without_cutouts(ws, rows))
+                         params_hash=_params_hash(ws), pages_without_cutouts=pages_without_cutouts(ws.extract, rows))
         else:
             state.update(status="stopped" if outcome.stopped else "failed", stopped=outcome.stopped,
                          error=outcome.error)
@@ -311,11 +311,6 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
 def _params_hash(ws: Workspace) -> Optional[str]:
     run = read_json(ws.extract / "run.json") or {}
     return run.get("params_hash")
-
-
-def _pages_without_cutouts(ws: Workspace, rows: list[dict]) -> list[str]:
-    with_cutouts = {r["image"] for r in rows}
-    return sorted(p.name for p in ws.extract.iterdir() if (p / "page.json").is_file() and p.name not in with_cutouts)
 
 
 def dashboard_url(ws: Workspace, params: Params) -> str:
