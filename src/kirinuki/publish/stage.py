@@ -15,7 +15,7 @@ from kirinuki.core.config import Params
 from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.pipeline import RunPaths
 from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard
-from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
+from kirinuki.publish.tickets import Ticket, details_text, now_text, publish_tickets
 from kirinuki.publish.workspace import OUTBOX_NAME
 from kirinuki.quality.score import GRADES
 
@@ -37,18 +37,6 @@ def run_state(run: RunPaths, params: Params) -> dict:
             "pages_without_cutouts": pages_without_cutouts(run.extract, rows)}
 
 
-def ticket_details(state: dict) -> str:
-    grades = " / ".join(f"{g} {n}" for g, n in state["grades"].items())
-    parts = [f"{state['pages']} pages, {state['characters']} cut-outs", grades, f"LoRA OK {state['lora_ok']}"]
-    if state["metrics"]:
-        v = state["metrics"]
-        parts.append(f"instance mIoU {v['instance_miou']}, union mIoU {v['union_miou']}, "
-                     f"P {v['precision']} / R {v['recall']}")
-    if state["verdict"]:
-        parts.append(f"compare vs {state['baseline']}: {state['verdict']}")
-    return " · ".join(parts)
-
-
 def publish_run(run: RunPaths, params: Params, env: Mapping[str, str] = os.environ,
                 log: Callable[[str], None] = print) -> Path:
     """Write the dashboard and send (or queue) the ticket; return the dashboard page. Never
@@ -59,7 +47,7 @@ def publish_run(run: RunPaths, params: Params, env: Mapping[str, str] = os.envir
     log(f"dashboard: {page}")
     at = now_text(p.sheets)
     ticket = Ticket(p.tracker_id, at=at, status=p.sheets.done_status, priority=None, summary=None,
-                    details=f"{at} {ticket_details(state)}", dashboard=state["dashboard_url"], depends_on=None)
+                    details=details_text({**state, "finished": at}), dashboard=state["dashboard_url"], depends_on=None)
     try:
         log(publish_tickets([ticket], p.sheets, Path(p.workspace) / OUTBOX_NAME, env=env).message)
     except ValueError as e:  # a damaged outbox: say so; the dashboard is published

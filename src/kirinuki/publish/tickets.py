@@ -230,6 +230,32 @@ def _has_secret(t: Ticket, env: Mapping[str, str]) -> bool:
     return any(isinstance(v, str) and redact(v, env) != v for v in asdict(t).values())
 
 
+def details_text(state: dict) -> str:
+    """The ticket's details cell of a run (track.json's state): what it did and measured, in one paragraph."""
+    head = f"{state['finished'] or state['started']} {state['status_label']}"
+    if state["status"] == "stopped":
+        st = state["stopped"]
+        return (f"{head}: page {st['page']} ran {st['seconds']:.0f} s (limit {st['limit_s']:g} s); "
+                f"run stopped, the same command resumes")
+    if state["status"] == "failed":
+        return f"{head}: {state['error']}"
+    grades = " / ".join(f"{g} {n}" for g, n in state["grades"].items())
+    parts = [f"{head}: {state['pages']} pages ({state['resumed']} resumed), {state['characters']} cut-outs",
+             grades, f"LoRA OK {state['lora_ok']}"]
+    v = state.get("metrics") or {}
+    if v.get("n_images"):  # label-map ground truth
+        parts.append(f"instance mIoU {v['instance_miou']}, union mIoU {v['union_miou']}, "
+                     f"P {v['precision']} / R {v['recall']}")
+    if v.get("boxes"):  # box ground truth of real pages
+        b = v["boxes"]
+        parts.append(f"figure recall {b['figure_recall']}, precision {b['figure_precision']}, clean {b['clean_rate']}")
+    if state.get("verdict"):
+        parts.append(f"compare: {state['verdict']}")
+    if state["errors"]:
+        parts.append(f"{len(state['errors'])} unreadable file(s)")
+    return " · ".join(parts)
+
+
 def ticket_update(tracker_id: str, params: SheetsParams, **fields) -> Ticket:
     """A checked Ticket stamped with the current time in params.timezone."""
     return check_ticket(replace(Ticket(tracker_id, now_text(params)), **fields), params)

@@ -33,7 +33,7 @@ from kirinuki.core.secrets import redact, redact_obj
 from kirinuki.extract.run import ExtractSummary
 from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard, write_index
 from kirinuki.publish.notify import best_cutouts, notify
-from kirinuki.publish.tickets import Ticket, now_text, publish_tickets
+from kirinuki.publish.tickets import Ticket, details_text, now_text, publish_tickets
 from kirinuki.publish.workspace import Workspace, pid_alive, process_start
 from kirinuki.qc.compare import CompareError
 from kirinuki.qc.validate import ValidateError
@@ -233,29 +233,6 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
     compare = read_json(m / "compare.json")
     log(f"compare vs {baseline or 'nothing'}: {compare['verdict']}")
     return metrics, compare, baseline
-
-
-def details_text(state: dict) -> str:
-    """The ticket's details cell: what the run did and measured, in one paragraph."""
-    head = f"{state['finished'] or state['started']} {state['status_label']}"
-    if state["status"] == "stopped":
-        st = state["stopped"]
-        return (f"{head}: page {st['page']} ran {st['seconds']:.0f} s (limit {st['limit_s']:g} s); "
-                f"run stopped, the same command resumes")
-    if state["status"] == "failed":
-        return f"{head}: {state['error']}"
-    grades = " / ".join(f"{g} {n}" for g, n in state["grades"].items())
-    parts = [f"{head}: {state['pages']} pages ({state['resumed']} resumed), {state['characters']} cut-outs",
-             grades, f"LoRA OK {state['lora_ok']}"]
-    v = state.get("metrics")
-    if v:
-        parts.append(f"instance mIoU {v['instance_miou']}, union mIoU {v['union_miou']}, "
-                     f"P {v['precision']} / R {v['recall']}")
-    if state.get("verdict"):
-        parts.append(f"compare: {state['verdict']}")
-    if state["errors"]:
-        parts.append(f"{len(state['errors'])} unreadable file(s)")
-    return " · ".join(parts)
 
 
 def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log: Log,
