@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from kirinuki.core.imageio import read_json, read_label_png
@@ -80,12 +81,12 @@ def box_iou(a, b) -> float:
     return i / (_area(a) + _area(b) - i) if i > 0 else 0.0
 
 
-def _head_on_mask(head, mask: np.ndarray, radius: int) -> bool:
-    """Whether any mask pixel lies within `radius` of the head point."""
+def _head_on_mask(head, labels: np.ndarray, k: int, radius: int) -> bool:
+    """Whether any pixel of cut-out k lies within `radius` of the head point."""
     x, y = int(round(head[0])), int(round(head[1]))
-    h, w = mask.shape
+    h, w = labels.shape
     y0, y1, x0, x1 = max(0, y - radius), min(h, y + radius + 1), max(0, x - radius), min(w, x + radius + 1)
-    return y0 < y1 and x0 < x1 and bool(mask[y0:y1, x0:x1].any())
+    return y0 < y1 and x0 < x1 and bool((labels[y0:y1, x0:x1] == k).any())
 
 
 def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float = 0.5,
@@ -94,10 +95,9 @@ def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float
     figure and per cut-out, what happened to it. `head_radius`: share of the page diagonal
     within which a mask pixel counts as on the head."""
     ks = [int(k) for k in np.unique(labels) if k]
-    boxes = {}
-    for k in ks:
-        ys, xs = np.nonzero(labels == k)
-        boxes[k] = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    found = ndimage.find_objects(labels)  # one pass for every cut-out's box
+    boxes = {k: (float(found[k - 1][1].start), float(found[k - 1][0].start),
+                 float(found[k - 1][1].stop), float(found[k - 1][0].stop)) for k in ks}
     radius = max(1, int(round(head_radius * float(np.hypot(*labels.shape)))))
     nf, nc = len(figures), len(ks)
     iou = np.array([[box_iou(f.box, boxes[k]) for k in ks] for f in figures]).reshape(nf, nc)
@@ -105,10 +105,9 @@ def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float
     # which figures each cut-out holds
     holds = np.zeros((nf, nc), bool)
     for j, k in enumerate(ks):
-        mask = labels == k
         for i, f in enumerate(figures):
             if f.head is not None:
-                holds[i, j] = _head_on_mask(f.head, mask, radius)
+                holds[i, j] = _head_on_mask(f.head, labels, k, radius)
             else:
                 holds[i, j] = _inter(f.box, boxes[k]) >= 0.5 * _area(f.box)
     # cut-outs that are a piece of a figure: mostly inside its box, holding a fair share of it
