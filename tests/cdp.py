@@ -96,3 +96,38 @@ class Browser:
         self.proc.kill()
         self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# --- additions for the review tests -----------------------------------------------------------
+
+def _wait(self, expression: str, timeout_s: float | None = None, interval_s: float = 0.05):
+    """Evaluate `expression` until it gives a truthy value; return that value."""
+    deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+    while True:
+        value = self.js(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still falsy after {timeout_s or self.timeout_s} s: {expression}")
+        time.sleep(interval_s)
+
+
+def _type_text(self, text: str) -> None:
+    """Type `text` into the focused element, as a keyboard would."""
+    self.send("Input.insertText", text=text)
+
+
+def _open_file(self, path: Path) -> None:
+    """Open a local file (file://) and wait for its load event (file pages have no HTTP status)."""
+    self.events.clear()
+    self.send("Page.navigate", url=Path(path).resolve().as_uri())
+    deadline = time.monotonic() + self.timeout_s
+    while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: no load event")
+        self.events.append(json.loads(self.ws.recv()))
+
+
+Browser.wait = _wait
+Browser.type_text = _type_text
+Browser.open_file = _open_file

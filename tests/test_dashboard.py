@@ -1,12 +1,17 @@
 """The static dashboard: cards from score records, relative image files, overlays, index."""
+import json
 import re
 
 import cv2
 import numpy as np
 
-from kirinuki.publish.dashboard import build_cards, overlay, render_dashboard, reason_labels
+from kirinuki.core.imageio import read_jsonl
+from kirinuki.dataset.reviews import Review, append_review, file_sha256
+from kirinuki.publish.dashboard import (build_cards, overlay, reason_labels, render_dashboard, review_counts,
+                                        with_reviews, write_dashboard)
+from kirinuki.publish.track import TrackOptions, run_paths, run_track
 
-from works import tracked
+from works import tracked, tracker_params
 
 SCORES = [
     {"image": "p2", "k": 1, "grade": "E", "score": 0.0, "lora_ok": False, "reasons": ["black"],
@@ -64,3 +69,75 @@ def test_workspace_dashboard_uses_relative_image_files(tmp_path, tiny_model):
     assert "instance mIoU" in html and "no baseline" in html
     index = (ws.dir.parent / "index.html").read_text()
     assert 'href="QCC-011/dashboard/index.html"' in index
+
+
+# --- reviews baked into the page ------------------------------------------------------------
+
+
+def test_cards_carry_their_review_and_the_page_counts_them():
+    shas = {("p1", 1): "a" * 64, ("p1", 2): "b" * 64, ("p2", 1): "c" * 64}
+    state = {"a" * 64: Review("exclude", "should be E", "kana", "t1"), "b" * 64: Review("approve", None, "kana", "t2"),
+             "d" * 64: Review("approve", None, "kana", "t0")}  # a cut-out of an earlier run: not counted
+    cards = with_reviews(build_cards(SCORES, {}), shas, state)
+    assert [c.cutout for c in cards] == ["p1/1", "p1/2", "p2/1"] and cards[2].review is None
+    rv = review_counts(cards)
+    assert (rv["reviewed"], rv["approved"], rv["excluded"], rv["wrong_grade"], rv["agreed_pct"]) == (2, 1, 1, 1, 50)
+    html = render_dashboard(STATE, cards, None, None)
+    assert 'data-cutout="p1/1" data-sha256="' + "a" * 64 + '"' in html
+    assert '<span class="rv-badge rv-exclude" title="kana, t1">excluded</span>' in html
+    assert ">wrong grade: should be E</span>" in html and ">approved</span>" in html
+    assert '<td data-rv="grade_agreed">50 %</td>' in html and '<span data-rv="reviewed">2</span> / 3' in html
+    assert "rv-do" not in html.split("<script>")[0]  # no buttons in the static HTML: the script adds them
+    bare = render_dashboard(STATE, build_cards(SCORES, {}), None, None)
+    assert '<td data-rv="grade_agreed">–</td>' in bare and 'class="rv-badge rv-approve" title' not in bare
+
+
+def test_workspace_dashboard_bakes_reviews_that_survive_a_rerun(tmp_path, tiny_model):
+    ws, _ = tracked(tmp_path / "root", tiny_model)
+    rows = sorted(read_jsonl(ws.extract / "scores.jsonl"), key=lambda r: (r["image"], r["k"]))
+    sha = [file_sha256(ws.extract / r["image"] / f"char_{r['k']}.png") for r in rows]
+    append_review(ws.reviews, who="kana", cutout=f"{rows[0]['image']}/{rows[0]['k']}", sha256=sha[0],
+                  verdict="approve", at="2025-01-01T00:00:00+00:00")
+    append_review(ws.reviews, who="kana", cutout=f"{rows[1]['image']}/{rows[1]['k']}", sha256=sha[1],
+                  verdict="wrong_grade", reason="too <tight>", at="2025-01-01T00:00:01+00:00")
+    lines: list[str] = []
+    work = tmp_path / "root" / "aoki" / "org" / "ep1"
+    assert run_track(ws, work, tracker_params(tiny_model), TrackOptions(notify=False), lines.append, env={}) == 0
+    html = (ws.dashboard / "index.html").read_text()
+    assert "[redacted]" not in html  # the review script goes through redact() intact
+    assert f'data-sha256="{sha[0]}"' in html
+    assert '<span class="rv-badge rv-approve" title="kana, 2025-01-01T00:00:00+00:00">approved</span>' in html
+    assert "wrong grade: too &lt;tight&gt;</span>" in html
+    distinct = len(set(sha))  # the tiny pages repeat a figure: identical cut-outs share one review
+    assert f'<span data-rv="reviewed">2</span> / {distinct}' in html and '<td data-rv="wrong_grade">1</td>' in html
+    assert html.count("wrong grade: too &lt;tight&gt;</span>") == sha.count(sha[1])
+    # the same run renders the same bytes (no clock, no randomness)
+    params = tracker_params(tiny_model)
+    state = json.loads(ws.state.read_text())
+    first = write_dashboard(run_paths(ws), tmp_path / "a", state, params.publish.dashboard, params.extract.max_pixels)
+    again = write_dashboard(run_paths(ws), tmp_path / "b", state, params.publish.dashboard, params.extract.max_pixels)
+    assert first.read_bytes() == again.read_bytes()
+    # a cut-out whose file changed loses its review; a run without reviews.jsonl shows none
+    png = ws.extract / rows[0]["image"] / f"char_{rows[0]['k']}.png"
+    img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    img[0, 0] = 255 - img[0, 0]
+    cv2.imwrite(str(png), img)
+    changed = write_dashboard(run_paths(ws), tmp_path / "c", state, params.publish.dashboard, 10**7).read_text()
+    assert ">approved</span>" not in card_html(changed, f"{rows[0]['image']}/{rows[0]['k']}")
+    assert ">approved</span>" in card_html(html, f"{rows[0]['image']}/{rows[0]['k']}")
+    still = 2 if sha.count(sha[0]) > 1 else 1  # its twins on other pages keep the review
+    assert f'<span data-rv="reviewed">{still}</span>' in changed
+
+
+def card_html(html: str, cutout: str) -> str:
+    """The <article> of one cut-out."""
+    return re.search(rf'<article class="card"[^>]* data-cutout="{re.escape(cutout)}".*?</article>', html, re.DOTALL)[0]
+
+
+def test_a_damaged_reviews_file_is_told_not_fatal(tmp_path, tiny_model):
+    ws, _ = tracked(tmp_path / "root", tiny_model)
+    ws.reviews.write_text("not json\n{}\n")
+    params = tracker_params(tiny_model)
+    page = write_dashboard(run_paths(ws), tmp_path / "d", json.loads(ws.state.read_text()), params.publish.dashboard,
+                           params.extract.max_pixels).read_text()
+    assert "reviews.jsonl unreadable" in page and '<span data-rv="reviewed">0</span>' in page

@@ -20,10 +20,11 @@ ALLOWED = {
     "synth": {"core"},
     "train": {"core", "extract", "synth"},
     "quality": {"core"},
-    "qc": {"core", "extract", "quality"},  # bench times extraction
-    "pipeline": {"core", "extract", "quality", "qc"},
-    "publish": {"core", "extract", "quality", "qc", "pipeline"},
-    "cli": {"core", "extract", "assets", "synth", "train", "quality", "qc", "pipeline", "publish"},
+    "dataset": {"core"},
+    "qc": {"core", "extract", "quality", "dataset"},  # bench times extraction; validate counts reviews
+    "pipeline": {"core", "extract", "quality", "qc", "dataset"},
+    "publish": {"core", "extract", "quality", "qc", "pipeline", "dataset"},
+    "cli": {"core", "extract", "assets", "synth", "train", "quality", "qc", "pipeline", "publish", "dataset"},
 }
 
 

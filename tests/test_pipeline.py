@@ -69,6 +69,7 @@ def repo(tmp_path, model_server):
     (repo / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     (repo / "qc").mkdir()
     (repo / "qc" / "thresholds.yaml").write_text("{}\n")  # the real floors are for the real model
+    (repo / "qc" / "reviews.jsonl").write_text("")  # nobody reviewed the tiny model's cut-outs
     write_dataset(SynthParams(authors=["aoki"], pages_per_author=4, width=192, height=256), repo / "data")
     git(repo, "init", "-q")
     run(DVC + ["init", "-q"], repo)
@@ -77,8 +78,9 @@ def repo(tmp_path, model_server):
 
 def test_repro_reruns_only_what_changed_and_metrics_diff(repo):
     out = run(DVC + ["repro"], repo).stdout
-    for stage in ("model", "quantize", "extract", "score", "validate", "compare", "publish"):
+    for stage in ("model", "quantize", "extract", "score", "validate", "compare", "publish", "export"):
         assert f"Running stage '{stage}'" in out
+    assert json.loads((repo / "runs/dataset/manifest.json").read_text())["summary"]["layouts"] == ["kohya", "ai-toolkit", "hf"]
     metrics = json.loads((repo / "metrics/validate.json").read_text())
     assert metrics["n_images"] == 4
     assert json.loads((repo / "metrics/compare.json").read_text())["verdict"] == "no baseline"

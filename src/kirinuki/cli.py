@@ -231,6 +231,7 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
              metrics: Optional[Path] = typer.Option(None, help="metrics JSON (default: EXTRACT_DIR/validate.json)"),
              per_image: Optional[Path] = typer.Option(None, help="per-image CSV (default: EXTRACT_DIR/per_image.csv)"),
              per_cutout: Optional[Path] = typer.Option(None, help="per-cut-out CSV (default: EXTRACT_DIR/per_cutout.csv)"),
+             reviews: Optional[Path] = typer.Option(None, help="reviews.jsonl: also count how often the grade agreed with people"),
              params: Optional[Path] = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
     from kirinuki.qc.validate import ValidateError, run_validate
@@ -238,7 +239,7 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
     try:
         m = run_validate(extract_dir, gt, scores if scores.exists() else None, _params(params).validation,
                          metrics or extract_dir / "validate.json", per_image or extract_dir / "per_image.csv",
-                         per_cutout or extract_dir / "per_cutout.csv")
+                         per_cutout or extract_dir / "per_cutout.csv", reviews)
     except ValidateError as e:
         _fail(str(e), code=e.code)
     keys = ("n_images", "union_miou", "instance_miou", "precision", "recall", "count_accuracy",
@@ -249,6 +250,8 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
         box_keys = ("n_pages", "n_figures", "figure_recall", "figure_precision", "clean_rate", "merged_rate",
                     "split_rate", "false_cutouts_per_page")
         typer.echo("boxes: " + "  ".join(f"{k}={m['boxes'].get(k)}" for k in box_keys))
+    if "reviews" in m:
+        typer.echo("reviews: " + "  ".join(f"{k}={v}" for k, v in m["reviews"].items()))
     if m.get("gt_refused"):  # each refused ground truth was named, with why
         raise typer.Exit(FAILED)
 
@@ -420,6 +423,124 @@ def serve(root: Path = RootOpt,
         pass
     finally:
         server.server_close()
+
+
+@app.command()
+def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or scored extract folders; with --check: the dataset"),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="dataset folder to write (replaced whole)"),
+           check: bool = typer.Option(False, "--check", help="verify an exported dataset instead of writing one"),
+           params: Optional[Path] = ParamsOpt):
+    """Approved or lora_ok cut-outs -> a LoRA training set (kohya-ss, ai-toolkit, Hugging Face
+    imagefolder; params `export`), with a manifest; `--check DATASET` verifies one. Exit 1: problems."""
+    from kirinuki.dataset.export import ExportError, check as check_dataset, find_source, load_tag_dictionary, run_export
+    if check:
+        if len(paths) != 1 or out:
+            _fail("--check takes one dataset folder and no --out", code=USAGE)
+        problems = check_dataset(paths[0])
+        for line in problems:
+            typer.echo(f"problem: {line}", err=True)
+        typer.echo(f"{paths[0]}: {'refused, ' + str(len(problems)) + ' problem(s)' if problems else 'whole, as exported'}")
+        raise typer.Exit(FAILED if problems else DONE)
+    if out is None:
+        _fail("give the dataset folder to write with --out/-o", code=USAGE)
+    p = _params(params)
+    tagger = None
+    try:
+        sources = [find_source(path) for path in paths]
+        load_tag_dictionary(p.export)  # a bad dictionary stops here, before any work
+        if p.export.tagger.model:
+            from kirinuki.dataset.tagger import Tagger
+            tagger = Tagger(p.export.tagger)
+    except (ExportError, ConfigError, ValueError) as e:
+        _fail(str(e), code=USAGE)
+    try:
+        summary = run_export(sources, out, p.export, p.score.train_resolution,
+                             log=lambda m: typer.echo(m, err=True), tagger=tagger)
+    except (ExportError, ValueError, OSError) as e:
+        _fail(str(e))
+    left = summary["left_out"]
+    typer.echo(f"{summary['items']} image(s) -> {out} ({', '.join(summary['layouts'])}; {summary['resolution']} px buckets); "
+               f"left out: {left['excluded']} excluded, {left['not_selected']} not approved or lora_ok, "
+               f"{left['duplicates']} near-duplicate(s), {left['missing']} missing")
+
+
+dataset_app = typer.Typer(no_args_is_help=True, help="An exported dataset: training usage, balanced sampling, statistics.")
+app.add_typer(dataset_app, name="dataset")
+
+
+def _index(dataset: Path) -> Path:
+    from kirinuki.dataset.export import INDEX
+    if not (dataset / INDEX).is_file():
+        _fail(f"{dataset}: no {INDEX} (export a dataset there first)", code=USAGE)
+    return dataset / INDEX
+
+
+@dataset_app.command("usage")
+def dataset_usage(dataset: Path = typer.Argument(..., help="an exported dataset folder"),
+                  run: str = typer.Option(..., "--run", help="a name for this training run"),
+                  log: Path = typer.Option(..., "--log", help="the trainer's log, or a list of the images it saw"),
+                  parent: Optional[str] = typer.Option(None, "--parent", help="the recorded run this one resumed")):
+    """Record which images a training run saw, and how often."""
+    from kirinuki.dataset.usage import UsageError, record_usage
+    try:
+        r = record_usage(_index(dataset), run, log, parent)
+    except UsageError as e:
+        _fail(str(e), code=USAGE)
+    typer.echo(f"run {r['run']}: {r['sightings']} sighting(s) of {r['items_seen']} image(s) in {r['lines']} line(s)"
+               + (f", resumed from {r['parent']}" if r["parent"] else ""))
+    if not r["sightings"]:
+        _fail(f"{log}: names no image of {dataset}; recorded with no sightings")
+
+
+@dataset_app.command("sample")
+def dataset_sample(dataset: Path = typer.Argument(..., help="an exported dataset folder"),
+                   strategy: str = typer.Option("min-usage", help="min-usage (least seen first, weights 1/(1+seen)) or uniform"),
+                   n: Optional[int] = typer.Option(None, "-n", min=1, help="images to take [default: all]"),
+                   seed: int = typer.Option(0, help="ties and shuffles"),
+                   balance: Optional[str] = typer.Option(None, help="interleave by framing or character"),
+                   after: Optional[str] = typer.Option(None, "--after", help="count usage along this run's lineage only"),
+                   out: Path = typer.Option(..., "--out", "-o", help="file list to write (one image path per line)"),
+                   kohya: Optional[Path] = typer.Option(None, "--kohya", help="also write kohya folders <repeats>_<trigger> <class>/ here")):
+    """The next training run's images: under-used ones first, as a file list and kohya repeats."""
+    from kirinuki.core.imageio import write_text
+    from kirinuki.dataset.export import LAYOUT_DIRS, kohya_folder, read_manifest, ExportError
+    from kirinuki.dataset.usage import UsageError, kohya_repeats, sample
+    if strategy not in ("min-usage", "uniform") or balance not in (None, "framing", "character"):
+        _fail("--strategy is min-usage or uniform; --balance framing or character", code=USAGE)
+    try:
+        m = read_manifest(dataset)
+        picked = sample(_index(dataset), strategy, n, seed, balance, after)
+    except (UsageError, ExportError) as e:
+        _fail(str(e), code=USAGE)
+    layout = m["summary"]["layouts"][0]
+    p = m["params"]
+    base = dataset / (f"kohya/{kohya_folder(p['repeats'], p['trigger'], p['class_word'])}" if layout == "kohya"
+                      else LAYOUT_DIRS[layout])
+    write_text(out, "".join(f"{(base / (r['name'] + '.png')).absolute()}\n" for r in picked))
+    if kohya:
+        from kirinuki.dataset.export import link_or_copy
+        for repeats, names in sorted(kohya_repeats(picked, p["repeats"]).items()):
+            folder = kohya / kohya_folder(repeats, p["trigger"], p["class_word"])
+            for name in names:
+                for ext in (".png", ".txt"):
+                    if (base / (name + ext)).is_file() and not (folder / (name + ext)).exists():
+                        link_or_copy(base / (name + ext), folder / (name + ext))
+    seen = sum(r["times_seen"] == 0 for r in picked)
+    typer.echo(f"{len(picked)} image(s) -> {out} ({seen} never seen)" + (f"; kohya folders in {kohya}" if kohya else ""))
+
+
+@dataset_app.command("stats")
+def dataset_stats(dataset: Path = typer.Argument(..., help="an exported dataset folder")):
+    """Times each image was seen in training, never-seen images, and the recorded runs."""
+    from kirinuki.dataset.usage import UsageError, usage_stats
+    try:
+        st = usage_stats(_index(dataset))
+    except UsageError as e:
+        _fail(str(e), code=USAGE)
+    typer.echo(f"{st['items']} image(s), {st['never_seen']} never seen; runs: "
+               + (", ".join(f"{r['name']}" + (f" (after {r['parent']})" if r["parent"] else "") for r in st["runs"]) or "none"))
+    for name, times in sorted(st["seen"].items(), key=lambda kv: (-kv[1], kv[0])):
+        typer.echo(f"{times:6d}  {name}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ class RunPaths:
     extract: Path  # labels.png, char_<k>.png, page.json per page; records.jsonl
     scores: Path  # scores.jsonl
     metrics: Path  # validate.json, grades.md, per_image.csv, per_cutout.csv, compare.json/.md
+    reviews: Optional[Path] = None  # reviews.jsonl of the cut-outs (a tracker run's dashboard writes it)
+    exports: Optional[Path] = None  # datasets.txt: the datasets exported from the run (`kirinuki export`)
 
     @property
     def validate_json(self) -> Path:
@@ -61,7 +63,7 @@ def score(run: RunPaths, params: Params) -> list[dict]:
 def validate(run: RunPaths, gt: Path, params: Params) -> dict:
     from kirinuki.qc.validate import run_validate
     return run_validate(run.extract, gt, run.scores, params.validation, run.validate_json, run.per_image,
-                        run.per_cutout)
+                        run.per_cutout, run.reviews)
 
 
 def compare(run: RunPaths, baseline: Optional[str], params: Params, thresholds: Optional[Path] = None) -> int:

@@ -355,6 +355,45 @@ class PublishParams(Section):
     notify: NotifyParams = NotifyParams()
 
 
+class TaggerParams(Section):
+    """An auto-tagger of the WD14 / cl_tagger kind: an ONNX model (one image in, NHWC, BGR
+    0-255 at the model's square size; one row of per-tag scores out) and its tag CSV
+    (tag_id,name,category,count). Never downloaded: both are files the user has."""
+    model: Optional[Path] = None  # None: no auto-tagger
+    tags_csv: Optional[Path] = None  # e.g. selected_tags.csv beside the model
+    general_threshold: float = Field(0.35, gt=0, lt=1)
+    character_threshold: float = Field(0.85, gt=0, lt=1)
+    categories: list[Literal["general", "character", "rating"]] = Field(
+        default_factory=lambda: ["general", "character"], min_length=1)  # rating: the one best rating tag
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.model is None) != (self.tags_csv is None):
+            raise ValueError("model and tags_csv are given together (or neither)")
+        return self
+
+
+class ExportParams(Section):
+    """`kirinuki export` and the DVC stage `export`: cut-outs -> a LoRA training set."""
+    select: Literal["lora_ok", "approved"] = "lora_ok"  # lora_ok: approved or lora_ok, never excluded; approved: reviewed ones only
+    layouts: list[Literal["kohya", "ai-toolkit", "hf"]] = Field(
+        default_factory=lambda: ["kohya", "ai-toolkit", "hf"], min_length=1)
+    trigger: str = Field("kirinuki_chara", pattern=r"^[^_/\\\s,][^/\\,]*$")  # first caption word; kohya folder `<repeats>_<trigger> <class>`
+    class_word: str = Field("character", pattern=r"^[^/\\,]+$")
+    repeats: int = Field(10, ge=1)  # kohya repeats per epoch
+    resolution: Optional[int] = Field(None, ge=64)  # bucket area = resolution^2; None: score.train_resolution
+    bucket_step: int = Field(64, ge=8)  # bucket sides are multiples of this
+    background: str = Field("#ffffff", pattern=r"^(transparent|#[0-9a-fA-F]{6})$")
+    dedupe_distance: int = Field(6, ge=-1, le=64)  # perceptual-hash bits apart at most to be one image; -1 = keep all
+    tags: Optional[Path] = None  # tag dictionary (YAML: aliases, groups, blacklist)
+    drop_groups: list[str] = Field(default_factory=list)  # tag groups left out of captions, e.g. [quality]
+    underscores: bool = False  # tags as `long_hair` (True) or `long hair` (False, as most captions write them)
+    existing_captions: Literal["replace", "add", "skip"] = "add"  # captions already beside the source page
+    reviews: Optional[Path] = Path("qc/reviews.jsonl")  # the DVC stage's reviews (a tracker run has its own)
+    output: Path = Path("runs/dataset")  # the DVC stage's dataset
+    tagger: TaggerParams = TaggerParams()
+
+
 class Params(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -369,6 +408,7 @@ class Params(Section):
     compare: CompareParams = CompareParams()
     track: TrackParams = TrackParams()
     publish: PublishParams = PublishParams()
+    export: ExportParams = ExportParams()
 
 
 class ConfigError(Exception):

@@ -4,11 +4,15 @@ grade, and an index page.
 `<workspace>/dashboard/` holds index.html, thumbs/<image>/<k>.png (cut-outs scaled down)
 and overlays/<image>.jpg (the page with its masks tinted and numbered). Pages reference
 them by relative path, so the folder works from disk and behind `kirinuki serve`.
+
+Each card carries its cut-out's sha256 and the review baked in from the run's reviews.jsonl
+(read-only from disk); behind `kirinuki serve`, the page's script finds the review API
+(`api/reviews` beside it) and adds approve / exclude / wrong-grade buttons.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +23,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from kirinuki.core.config import DashboardParams
 from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_json, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
 from kirinuki.core.secrets import redact
+from kirinuki.dataset.reviews import Review, ReviewError, file_sha256, latest, read_reviews, review_summary
+from kirinuki.dataset.usage import training_usage
 from kirinuki.publish.workspace import live_state
 from kirinuki.quality.score import GRADES, QUALITY_JA
 from kirinuki.pipeline import RunPaths
@@ -45,6 +51,14 @@ class Card:
     messages: tuple[str, ...]
     messages_ja: tuple[str, ...]
     iou: Optional[float]  # None without ground truth
+    sha256: str = ""  # of char_<k>.png; "" where the file is missing
+    review: Optional[Review] = None  # where the reviews of this cut-out stand
+    seen: Optional[int] = None  # times training runs saw it; None: in no exported dataset
+
+    @property
+    def cutout(self) -> str:
+        """The cut-out's id in reviews: `<image>/<k>`."""
+        return f"{self.image}/{self.k}"
 
     @property
     def thumb(self) -> str:
@@ -68,6 +82,40 @@ def build_cards(scores: list[dict], ious: dict[tuple[str, int], float]) -> list[
     return sorted(cards, key=lambda c: (c.image, c.k))
 
 
+def with_reviews(cards: list[Card], shas: dict[tuple[str, int], str], state: dict[str, Review],
+                 usage: Optional[dict[str, int]] = None) -> list[Card]:
+    """Cards with their cut-out's sha256 ((image, k) -> sha), review state (sha -> Review) and
+    training usage (sha -> times seen, for the exported ones)."""
+    out = []
+    for c in cards:
+        sha = shas.get((c.image, c.k), "")
+        out.append(replace(c, sha256=sha, review=state.get(sha) if sha else None,
+                           seen=(usage or {}).get(sha) if sha else None))
+    return out
+
+
+def usage_counts(cards: list[Card]) -> dict:
+    """Cut-outs in exported datasets, and how many of them no training run has seen yet."""
+    exported = {c.sha256: c.seen for c in cards if c.seen is not None}
+    return {"exported": len(exported), "never_seen": sum(n == 0 for n in exported.values())}
+
+
+def review_json(r: Review) -> dict:
+    """A review state as the page and the review API show it."""
+    return {"decision": r.decision, "wrong_grade": r.wrong_grade, "who": r.who, "at": r.at}
+
+
+def review_counts(cards: list[Card]) -> dict:
+    """review_summary over the cards (sha256 -> lora_ok), with `cutouts` (the distinct cut-outs:
+    identical files share a review) and grade_agreed as a whole percent (`agreed_pct`, rounded
+    half up as the page's script does; None when nothing to agree on)."""
+    state = {c.sha256: c.review for c in cards if c.sha256 and c.review is not None}
+    lora_ok = {c.sha256: c.lora_ok for c in cards if c.sha256}
+    summary = review_summary(state, lora_ok)
+    g = summary["grade_agreed"]
+    return {**summary, "cutouts": len(lora_ok), "agreed_pct": None if g is None else int(g * 100 + 0.5)}
+
+
 def grade_counts(cards: list[Card]) -> dict[str, int]:
     return {g: sum(c.grade == g for c in cards) for g in GRADES}
 
@@ -80,11 +128,14 @@ def reason_labels(cards: list[Card]) -> dict[str, str]:
     return dict(sorted(labels.items()))
 
 
-def render_dashboard(state: dict, cards: list[Card], validate: Optional[dict], compare: Optional[dict]) -> str:
-    """The tracker page. state: the run's track.json; validate/compare: their JSON or None."""
+def render_dashboard(state: dict, cards: list[Card], validate: Optional[dict], compare: Optional[dict],
+                     reviews_error: Optional[str] = None) -> str:
+    """The tracker page. state: the run's track.json; validate/compare: their JSON or None;
+    reviews_error: why the reviews could not be read, if so."""
     return _env.get_template("dashboard.html.j2").render(
         s=state, cards=cards, counts=grade_counts(cards), reasons=reason_labels(cards),
-        lora_ok=sum(c.lora_ok for c in cards), v=validate, c=compare, quality=QUALITY_JA)
+        lora_ok=sum(c.lora_ok for c in cards), v=validate, c=compare, quality=QUALITY_JA,
+        rv=review_counts(cards), reviews_error=reviews_error, usage=usage_counts(cards))
 
 
 def render_index(entries: list[dict], href: str) -> str:
@@ -173,13 +224,35 @@ def write_images(extract: Path, out: Path, cards: list[Card], params: DashboardP
         _write_jpeg(dst, fit(overlay(rgb, labels, params.overlay_alpha), params.overlay_px))
 
 
+def cutout_hashes(extract: Path, cards: list[Card]) -> dict[tuple[str, int], str]:
+    """(image, k) -> sha256 of its char_<k>.png, for the cards whose file is there."""
+    out = {}
+    for c in cards:
+        src = extract / c.image / f"char_{c.k}.png"
+        if src.is_file():
+            out[(c.image, c.k)] = file_sha256(src)
+    return out
+
+
+def read_review_state(path: Optional[Path]) -> tuple[dict[str, Review], Optional[str]]:
+    """sha256 -> review state from reviews.jsonl (none where there is no file), and why the
+    file could not be read (the page then says so and shows no reviews)."""
+    try:
+        return latest(read_reviews(path)), None
+    except (ReviewError, OSError, UnicodeDecodeError) as e:
+        return {}, (str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def write_dashboard(run: RunPaths, out: Path, state: dict, params: DashboardParams, max_pixels: int) -> Path:
     """Build `out/index.html` (and its images) from the run's outputs; return its path."""
     scores = read_jsonl(run.scores) if run.scores.is_file() else []
     cards = build_cards(scores, read_ious(run.per_cutout))
+    review_state, reviews_error = read_review_state(run.reviews)
+    cards = with_reviews(cards, cutout_hashes(run.extract, cards), review_state, training_usage(run.exports))
     write_images(run.extract, out, cards, params, max_pixels)
     page = out / "index.html"
-    write_text(page, redact(render_dashboard(state, cards, read_json(run.validate_json), read_json(run.compare_json))))
+    write_text(page, redact(render_dashboard(state, cards, read_json(run.validate_json), read_json(run.compare_json),
+                                             reviews_error)))
     return page
 
 

@@ -5,30 +5,45 @@ Serves `/` (the list of tracker IDs) and `/tracker/<ID>/<file>` from that tracke
 $KIRINUKI_DASHBOARD_USER / $KIRINUKI_DASHBOARD_PASSWORD, paths are checked segment by
 segment (no `..`, no hidden names) and must stay inside the dashboard folder after
 symlinks are resolved.
+
+`/tracker/<ID>/api/reviews` is the one thing that is not a file: GET gives the tracker's
+reviews, its review counts and a CSRF token; POST records one verdict on one cut-out
+(appended to the workspace's reviews.jsonl). A POST needs the login, that token (an HMAC of
+a per-server secret with the user and the tracker ID) in X-CSRF-Token, a JSON body of at
+most 8 KiB and, where the browser sends an Origin, this server's own origin.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import json
 import mimetypes
 import os
+import re
+import secrets
 import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
-from kirinuki.core.imageio import read_json
+from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.core.secrets import DASHBOARD_PASSWORD_ENV, DASHBOARD_USER_ENV, redact
-from kirinuki.publish.dashboard import render_index
-from kirinuki.publish.workspace import TRACKER_ID, find_workspaces, live_state
+from kirinuki.dataset.usage import training_usage
+from kirinuki.dataset.reviews import VERDICTS, Review, ReviewError, append_review, latest, read_reviews, review_summary
+from kirinuki.publish.dashboard import render_index, review_json
+from kirinuki.publish.workspace import TRACKER_ID, Workspace, find_workspaces, live_state
 
 USER_ENV, PASSWORD_ENV = DASHBOARD_USER_ENV, DASHBOARD_PASSWORD_ENV
 IDLE_TIMEOUT_S = 30.0  # seconds a connection may stay silent (half-open, slow) before it is closed
 MAX_CONNECTIONS = 64  # connections served at once; a flood beyond this is closed, not queued in threads
+MAX_BODY = 8 * 1024  # bytes of a POST body (one verdict)
+API = re.compile(r"/tracker/([^/]+)/api/reviews")
+CUTOUT = re.compile(r"([^/]+)/([1-9][0-9]{0,8})")  # <image>/<k>
 
 
 class ServeError(Exception):
@@ -104,8 +119,85 @@ def resolve(root: Path, url_path: str) -> Path | None:
     return target if target.is_file() and target.is_relative_to(base) else None
 
 
-def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float = IDLE_TIMEOUT_S):
+def csrf_token(secret: bytes, user: bytes, tracker_id: str) -> str:
+    """The token a page of `tracker_id` shown to `user` sends with its POSTs."""
+    return hmac.new(secret, user + b"\0" + tracker_id.encode(), hashlib.sha256).hexdigest()
+
+
+class ApiError(Exception):
+    """A request the review API refuses: HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Cutouts:
+    """The cut-outs of a tracker workspace as its scores.jsonl lists them, with the sha256 of
+    each char_<k>.png (cached while the file keeps its size, mtime and inode)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._hashes: dict[Path, tuple[tuple, str]] = {}
+
+    def sha256(self, path: Path) -> Optional[str]:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            hit = self._hashes.get(path)
+        if hit and hit[0] == key:
+            return hit[1]
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        with self._lock:
+            self._hashes[path] = (key, digest)
+        return digest
+
+    @staticmethod
+    def records(ws: Workspace) -> dict[str, dict]:
+        """"<image>/<k>" -> its score record (scores.jsonl, as `kirinuki track` writes it)."""
+        scores = ws.extract / "scores.jsonl"  # track.run_paths(ws).scores
+        try:
+            rows = read_jsonl(scores) if scores.is_file() else []
+        except (OSError, ValueError) as e:
+            raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, f"scores.jsonl unreadable ({type(e).__name__})") from None
+        return {f"{r['image']}/{int(r['k'])}": r for r in rows if isinstance(r, dict) and "image" in r and "k" in r}
+
+    @staticmethod
+    def path(ws: Workspace, cutout: str) -> Optional[Path]:
+        """`<image>/<k>` -> its char_<k>.png inside the workspace's extract/ folder, or None."""
+        m = CUTOUT.fullmatch(cutout)
+        if not m:
+            return None
+        image, k = m[1], int(m[2])
+        if image in (".", "..") or image.startswith(".") or "\\" in image or "\0" in image:
+            return None
+        base = ws.extract.resolve()
+        target = (base / image / f"char_{k}.png").resolve()
+        return target if target.is_file() and target.is_relative_to(base) else None
+
+    def lora_ok(self, ws: Workspace, records: dict[str, dict]) -> dict[str, bool]:
+        """sha256 -> the grade's verdict, over the cut-outs whose file is there."""
+        out = {}
+        for cutout, r in records.items():
+            path = self.path(ws, cutout)
+            sha = self.sha256(path) if path else None
+            if sha:
+                out[sha] = bool(r.get("lora_ok"))
+        return out
+
+
+def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 secret: Optional[bytes] = None):
     root = Path(root)
+    secret = secret if secret is not None else secrets.token_bytes(32)
+    cutouts = Cutouts()
+    write_lock = threading.Lock()  # one verdict at a time: the answer's counts include it
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "kirinuki"
@@ -122,7 +214,7 @@ def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float
         def handle_one_request(self):
             """One request, one log line: `address "request line" status`, with what went wrong
             for a failed one; a client that goes away or stays silent is a line, not a traceback."""
-            self._notes, self._status, self.requestline = [], None, ""
+            self._notes, self._status, self.requestline, self._body_read = [], None, "", False
             try:
                 super().handle_one_request()
             except (ConnectionError, TimeoutError) as e:  # BrokenPipe, ConnectionReset, a write timing out
@@ -145,17 +237,154 @@ def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float
             for k, v in headers.items():
                 self.send_header(k.replace("_", "-"), v)
             self.end_headers()
+            self._drain()
             if not head_only:
                 self.wfile.write(body)
+
+        def _drain(self):
+            """Read a small request body not read yet, so closing the connection does not reset
+            it under the answer; a body over MAX_BODY is left (the answer is 413 or 401)."""
+            if self._body_read or self.command != "POST":
+                return
+            self._body_read = True
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return
+            if 0 < length <= MAX_BODY:
+                self.rfile.read(length)
+
+        def _json(self, status: int, obj: dict, head_only=False):
+            body = (json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n").encode()
+            self._send(status, body, "application/json; charset=utf-8", head_only=head_only)
+
+        def _error(self, e: ApiError, head_only=False):
+            self._notes.append(str(e))
+            self._json(e.status, {"error": str(e)}, head_only=head_only)
+
+        def _login(self) -> Optional[bytes]:
+            """The basic-auth user name when the request has the login, else None."""
+            header = self.headers.get("Authorization")
+            if not authorized(header, user, password):
+                return None
+            return user
+
+        def _unauthorized(self, head_only=False):
+            return self._send(HTTPStatus.UNAUTHORIZED, b"401 Unauthorized\n", head_only=head_only,
+                              WWW_Authenticate='Basic realm="kirinuki", charset="UTF-8"')
+
+        def _workspace(self, tracker_id: str) -> Workspace:
+            ws = find_workspaces(root).get(tracker_id) if TRACKER_ID.fullmatch(tracker_id) else None
+            if ws is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, "no such tracker")
+            return ws
+
+        def _state(self, ws: Workspace, records: dict[str, dict]) -> tuple[dict[str, Review], dict[str, bool]]:
+            try:
+                state = latest(read_reviews(ws.reviews))
+            except (ReviewError, OSError, UnicodeDecodeError) as e:
+                why = (str(e).splitlines() or [type(e).__name__])[0].replace(str(ws.reviews), ws.reviews.name)
+                raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, f"reviews unreadable ({why})") from None
+            return state, cutouts.lora_ok(ws, records)
+
+        def _api_get(self, tracker_id: str, who: bytes, head_only=False):
+            ws = self._workspace(tracker_id)
+            state, lora_ok = self._state(ws, Cutouts.records(ws))
+            self._json(HTTPStatus.OK, {
+                "csrf": csrf_token(secret, who, tracker_id), "user": who.decode(errors="replace"),
+                "reviews": {sha: review_json(state[sha]) for sha in sorted(lora_ok) if sha in state},
+                "summary": review_summary(state, lora_ok),
+                "usage": {sha: n for sha, n in sorted((training_usage(ws.exports) or {}).items()) if sha in lora_ok}},
+                       head_only=head_only)
+
+        def _check_origin(self):
+            origin = self.headers.get("Origin")
+            if origin is None:
+                return
+            host = (self.headers.get("Host") or "").strip().lower()
+            if not host or origin.strip().lower() not in (f"http://{host}", f"https://{host}"):
+                raise ApiError(HTTPStatus.FORBIDDEN, "cross-origin request refused")
+
+        def _read_body(self) -> dict:
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the body must be application/json")
+            raw = self.headers.get("Content-Length")
+            try:
+                length = int(raw)
+            except (TypeError, ValueError):
+                raise ApiError(HTTPStatus.BAD_REQUEST, "Content-Length required") from None
+            if length > MAX_BODY:
+                raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes")
+            if length < 0:
+                raise ApiError(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+            self._body_read = True
+            data = self.rfile.read(length)
+            try:
+                body = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise ApiError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+            if not isinstance(body, dict):
+                raise ApiError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+            for key in ("cutout", "sha256", "verdict"):
+                if not isinstance(body.get(key), str):
+                    raise ApiError(HTTPStatus.BAD_REQUEST, f"{key!r} missing (a string)")
+            if not isinstance(body.get("reason", ""), str):
+                raise ApiError(HTTPStatus.BAD_REQUEST, "'reason' must be a string")
+            if body["verdict"] not in VERDICTS:
+                raise ApiError(HTTPStatus.BAD_REQUEST, f"'verdict' must be one of {', '.join(VERDICTS)}")
+            return body
+
+        def do_POST(self):
+            who = self._login()
+            if who is None:
+                return self._unauthorized()
+            m = API.fullmatch(urlsplit(self.path).path)
+            if not m:
+                return self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"405 Method Not Allowed\n", Allow="GET, HEAD")
+            try:
+                ws = self._workspace(m[1])
+                self._check_origin()
+                given = self.headers.get("X-CSRF-Token") or ""
+                if not hmac.compare_digest(given.encode(errors="replace"), csrf_token(secret, who, m[1]).encode()):
+                    raise ApiError(HTTPStatus.FORBIDDEN, "missing or wrong CSRF token; reload the page")
+                body = self._read_body()
+                with write_lock:
+                    records = Cutouts.records(ws)
+                    record = records.get(body["cutout"])
+                    path = Cutouts.path(ws, body["cutout"]) if record is not None else None
+                    if path is None:
+                        raise ApiError(HTTPStatus.NOT_FOUND, "no such cut-out")
+                    if cutouts.sha256(path) != body["sha256"]:
+                        raise ApiError(HTTPStatus.CONFLICT, "the cut-out changed since the page was loaded")
+                    self._state(ws, records)  # a damaged reviews file is told, not appended to
+                    try:
+                        entry = append_review(ws.reviews, who=who.decode(errors="replace"), cutout=body["cutout"],
+                                              sha256=body["sha256"], verdict=body["verdict"],
+                                              reason=body.get("reason", ""), grade=record.get("grade"))
+                    except ReviewError as e:
+                        raise ApiError(HTTPStatus.BAD_REQUEST, str(e).splitlines()[0]) from None
+                    state, lora_ok = self._state(ws, records)
+            except ApiError as e:
+                return self._error(e)
+            self._notes.append(f"{entry['verdict']} {entry['cutout']}")
+            self._json(HTTPStatus.OK, {"cutout": entry["cutout"], "sha256": entry["sha256"],
+                                       "review": review_json(state[entry["sha256"]]),
+                                       "summary": review_summary(state, lora_ok)})
 
         def do_HEAD(self):
             self.do_GET(head_only=True)
 
         def do_GET(self, head_only: bool = False):
-            if not authorized(self.headers.get("Authorization"), user, password):
-                return self._send(HTTPStatus.UNAUTHORIZED, b"401 Unauthorized\n", head_only=head_only,
-                                  WWW_Authenticate='Basic realm="kirinuki", charset="UTF-8"')
+            who = self._login()
+            if who is None:
+                return self._unauthorized(head_only=head_only)
             path = urlsplit(self.path).path
+            if m := API.fullmatch(path):
+                try:
+                    return self._api_get(m[1], who, head_only=head_only)
+                except ApiError as e:
+                    return self._error(e, head_only=head_only)
             if path == "/":
                 entries = [live_state(s) for s in (read_json(ws.state) for ws in find_workspaces(root).values()) if s]
                 body = render_index(entries, "/tracker/{id}/").encode()
@@ -217,7 +446,8 @@ def make_server(root: Path, host: str, port: int, env: Mapping[str, str] = os.en
     if not root.is_dir():
         raise ServeError(f"{root}: no such folder")
     try:
-        return DashboardServer((host, port), make_handler(root, user, password, idle_timeout_s),
+        return DashboardServer((host, port), make_handler(root, user, password, idle_timeout_s,
+                                                          secret=secrets.token_bytes(32)),
                                max_connections=max_connections)
     except OSError as e:
         raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None

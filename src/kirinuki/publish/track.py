@@ -66,7 +66,8 @@ class ExtractOutcome:
 
 def run_paths(ws: Workspace) -> pipeline.RunPaths:
     """Where a tracker run keeps its outputs in the workspace."""
-    return pipeline.RunPaths(extract=ws.extract, scores=ws.extract / "scores.jsonl", metrics=ws.metrics)
+    return pipeline.RunPaths(extract=ws.extract, scores=ws.extract / "scores.jsonl", metrics=ws.metrics,
+                             reviews=ws.reviews, exports=ws.exports)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kirinuki.dataset.usage import EXPORTS_NAME
+from kirinuki.dataset.reviews import REVIEWS_NAME
+
 TRACKER_ID = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
 WORKSPACES = "tracker-workspace"
 OUTBOX_NAME = ".kirinuki-outbox.jsonl"
@@ -40,6 +43,8 @@ class Workspace:
     extract = property(lambda self: self.dir / "extract")       # run_extract output, scores.jsonl
     metrics = property(lambda self: self.dir / "metrics")       # validate + compare outputs
     dashboard = property(lambda self: self.dir / "dashboard")   # the only folder `serve` exposes
+    reviews = property(lambda self: self.dir / REVIEWS_NAME)  # approve/exclude verdicts, appended by `serve`
+    exports = property(lambda self: self.dir / EXPORTS_NAME)  # datasets exported from it, by `kirinuki export`
     log = property(lambda self: self.dir / "track.log")
     state = property(lambda self: self.dir / "track.json")      # status and summary of the last run
     pidfile = property(lambda self: self.dir / "track.pid")     # present while a run works

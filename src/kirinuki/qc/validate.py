@@ -19,6 +19,7 @@ from scipy.stats import spearmanr
 from kirinuki.core.config import ValidateParams
 from kirinuki.quality.features import completeness
 from kirinuki.quality.score import GRADES
+from kirinuki.dataset.reviews import latest, lora_ok_by_sha, read_reviews, review_summary
 from kirinuki.qc.boxes import box_rows, box_summary, index_box_gt
 from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
 
@@ -438,11 +439,13 @@ def read_pair(labels_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]
 
 
 def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, params: ValidateParams,
-                 metrics_path: Path, per_image_csv: Path, per_cutout_csv: Path) -> dict:
+                 metrics_path: Path, per_image_csv: Path, per_cutout_csv: Path, reviews_path: Path | None = None) -> dict:
     """Measure every `extract_dir/<stem>/labels.png` that has a `<stem>_gt.png` under gt_dir,
     and, by boxes (qc/boxes.py), every one that has a `<stem>_gt.json` instead: the metrics then
     hold a `boxes` section (also per ground-truth folder and per colour) and the per-page box
-    counts go to `per_page_boxes.csv` beside the per-image CSV.
+    counts go to `per_page_boxes.csv` beside the per-image CSV. Given the run's `reviews_path`,
+    the metrics hold a `reviews` section: how many cut-outs people reviewed, and how often the
+    grade agreed with them.
 
     Images without GT are skipped with a warning, GT without an extracted image too, and
     unreadable, refused (gt_instances) or mis-sized pairs with an error line; all go to
@@ -507,6 +510,9 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
 
     metrics = summarize(per_image, per_cutout, params) if image_rows else {}
     metrics.update(missing_gt=len(missing_gt), gt_without_image=len(orphans), gt_refused=len(refused))
+    if reviews_path is not None and Path(reviews_path).is_file():
+        metrics["reviews"] = review_summary(latest(read_reviews(reviews_path)),
+                                            lora_ok_by_sha(extract_dir, scores.values()))
     if boxes:
         metrics["boxes"] = box_summary(boxes)
         _to_csv(Path(per_image_csv).with_name("per_page_boxes.csv"), pd.DataFrame(boxes))
