@@ -115,3 +115,40 @@ def test_cli_calibrate_then_score_with_the_new_weights(tmp_path, tiny_model):
     params.write_text(params.read_text().replace("min_samples: 20", f"min_samples: {n + 1}"))
     r = runner.invoke(app, ["calibrate", str(out), "--gt", str(gt), "--params", str(params)])
     assert r.exit_code == 1 and f"{n} cut-outs with ground truth; calibration needs at least {n + 1}" in r.output
+
+
+def test_folds_by_source_never_train_on_a_held_out_source(tmp_path):
+    from kirinuki.qc.calibrate import read_sources, source_folds
+    (tmp_path / "scenes.csv").write_text("id,sprites\np0,ks/a.png;renpy/b.png\np1,renpy/c.png\np2,ks/d.png\n")
+    (tmp_path / "data.csv").write_text("stem,author\np3,aoki\n")
+    src = read_sources([tmp_path / "scenes.csv", tmp_path / "data.csv"])
+    assert src == {"p0": ("ks", "renpy"), "p1": ("renpy",), "p2": ("ks",), "p3": ("aoki",)}
+    fold, held = source_folds([src[p] for p in ("p0", "p1", "p2", "p3")], 3, seed=0)
+    assert sorted(s for h in held for s in h) == ["aoki", "ks", "renpy"]
+    for i, (p, f) in enumerate(zip(("p0", "p1", "p2", "p3"), fold)):
+        assert src[p][0] in held[f]  # a page is held out with its first source
+    (tmp_path / "bad.csv").write_text("id,what\np0,x\n")
+    with pytest.raises(CalibrateError, match="needs a `source`"):
+        read_sources([tmp_path / "bad.csv"])
+
+
+def test_fit_by_source_reports_folds_and_records_the_extractor():
+    data = samples(120)
+    for i, s in enumerate(data):
+        s["extractor"] = "abc-123"
+    sources = {s["image"]: (f"pack{int(s['image'][1:]) % 6}",) for s in data}
+    model = calibrate(data, P, CalibrateParams(features=FEATURES, rounds=40), 0.75, [], sources)
+    prov = model.provenance
+    assert "cross_validated_5fold_by_source" in prov["fit"] and prov["extractor"] == ["abc-123"]
+    assert all(f["n"] >= 10 and set(f["held_out_sources"]) for f in prov["folds"])
+    assert prov["inputs_sha256"] == inputs_digest(samples(120))  # the extractor id is provenance, not data
+
+
+def test_score_warns_about_cut_outs_of_another_extractor():
+    from kirinuki.core.config import ScoreModel
+    from kirinuki.quality.score import stale_extractors
+    model = ScoreModel(features=["x"], base=0.5, learning_rate=0.1, trees=[["x", 0.5, 0.0, 0.1]],
+                       provenance={"extractor": ["a"]})
+    assert stale_extractors(model, [{"params_hash": "a"}]) == []
+    assert stale_extractors(model, [{"params_hash": "a"}, {"params_hash": "b"}]) == ["b"]
+    assert stale_extractors(model.model_copy(update={"provenance": {}}), [{"params_hash": "b"}]) == []

@@ -1,6 +1,7 @@
 """The static dashboard: cards from score records, relative image files, overlays, index."""
 import json
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -61,10 +62,11 @@ def test_workspace_dashboard_uses_relative_image_files(tmp_path, tiny_model):
     html = (ws.dashboard / "index.html").read_text()
     assert "base64" not in html and "data:image" not in html
     srcs = re.findall(r'<img src="([^"]+)"', html)
-    assert len(srcs) == 12  # 6 cut-outs, each with its page overlay
+    assert len([s for s in srcs if not s.startswith("failures/")]) == 12  # 6 cut-outs, each with its page overlay
+    assert any(s.startswith("failures/examples/") for s in srcs)  # the tracker run's failure patterns
     for src in srcs:
         assert not src.startswith(("/", "http")) and (ws.dashboard / src).is_file()
-    thumb = cv2.imread(str(ws.dashboard / srcs[0]), cv2.IMREAD_UNCHANGED)
+    thumb = cv2.imread(str(ws.dashboard / next(s for s in srcs if s.startswith("thumbs/"))), cv2.IMREAD_UNCHANGED)
     assert thumb.ndim == 3 and thumb.shape[2] == 4  # the cut-out keeps its transparency
     assert "instance mIoU" in html and "no baseline" in html
     index = (ws.dir.parent / "index.html").read_text()
@@ -141,3 +143,59 @@ def test_a_damaged_reviews_file_is_told_not_fatal(tmp_path, tiny_model):
     page = write_dashboard(run_paths(ws), tmp_path / "d", json.loads(ws.state.read_text()), params.publish.dashboard,
                            params.extract.max_pixels).read_text()
     assert "reviews.jsonl unreadable" in page and '<span data-rv="reviewed">0</span>' in page
+
+
+# --- failure patterns (kirinuki.qc.failures) ------------------------------------------------
+
+
+def test_dashboard_shows_the_failure_patterns_with_map_and_examples(tmp_path, tiny_model):
+    from kirinuki.core.config import FailuresParams
+    from kirinuki.publish.dashboard import FAILURES
+    from kirinuki.qc.failures import write_failures
+
+    ws, _ = tracked(tmp_path / "root", tiny_model)
+    params = tracker_params(tiny_model)
+    state = json.loads(ws.state.read_text())
+    assert 'id="failures"' in (ws.dashboard / "index.html").read_text()  # the tracker run wrote failures.json
+    shutil.rmtree(ws.metrics / FAILURES)
+    plain = write_dashboard(run_paths(ws), tmp_path / "plain", state, params.publish.dashboard, 10**7).read_text()
+    assert 'id="failures"' not in plain  # no failures.json: no section
+    # every cut-out counts as failing here, so that the 6 tiny ones form patterns
+    result = write_failures(ws.extract, ws.extract / "scores.jsonl", ws.metrics / FAILURES,
+                            FailuresParams(grades=list("ABCDE"), min_cluster_size=2))
+    assert result["patterns"] and result["map"]["file"] == "map.png"
+    html = write_dashboard(run_paths(ws), ws.dashboard, state, params.publish.dashboard, 10**7).read_text()
+    assert "Failure patterns / 失敗パターン" in html
+    assert '<img class="fmap" src="failures/map.png"' in html and (ws.dashboard / "failures/map.png").is_file()
+    for p in result["patterns"]:
+        assert f'id="pattern-{p["id"]}"' in html and p["name"] in html and f"({p['size']} cut-outs)" in html
+        for t in p["thumbs"]:
+            assert f'src="failures/{t}"' in html and (ws.dashboard / FAILURES / t).is_file()
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert all((ws.dashboard / src).is_file() for src in srcs)
+    assert f"Outliers 外れ値 ({len(result['outliers'])})" in html
+    again = write_dashboard(run_paths(ws), tmp_path / "again", state, params.publish.dashboard, 10**7)
+    assert again.read_text() == html  # deterministic
+
+
+def test_failure_section_without_patterns_or_map_stays_valid():
+    from kirinuki.publish.dashboard import failure_view
+    from kirinuki.quality.score import MESSAGES
+
+    result = {"n": 3, "failing": 2, "grades": ["D", "E"], "min_cluster_size": 3, "patterns": [], "noise": 2,
+              "outliers": [], "note": "2 failing cut-out(s), fewer than min_cluster_size 3: no pattern",
+              "map": {"file": None, "reason": "3 cut-out(s): a t-SNE map needs at least 5"}}
+    html = render_dashboard(STATE, build_cards(SCORES, {}), None, None, failures=failure_view(result))
+    assert "Failure patterns / 失敗パターン" in html and "No pattern" in html
+    assert "No map: 3 cut-out(s): a t-SNE map needs at least 5." in html and 'class="fmap"' not in html
+    pattern = {"id": "P1", "name": "black + touches_character", "name_ja": "黒画面", "size": 3, "members": ["p2/1"],
+               "reasons": ["black", "touches_character"], "reason_share": {"black": 1.0, "touches_character": 0.6667},
+               "mean_score": 0.1, "grades": {"A": 0, "B": 0, "C": 0, "D": 1, "E": 2}, "examples": ["p2/1"],
+               "thumbs": ["examples/P1/p2_1.png"]}
+    outlier = {"member": "p1/2", "anomaly": 0.61, "grade": "A", "reasons": [], "pattern": None}
+    html = render_dashboard(STATE, build_cards(SCORES, {}), None, None,
+                            failures=failure_view({**result, "patterns": [pattern], "outliers": [outlier]}))
+    assert f"{MESSAGES['black'][1]} (black, 100 %)" in html  # the reasons with their Japanese messages
+    assert f"{MESSAGES['touches_character'][1]} (touches_character, 67 %)" in html
+    assert '<img src="failures/examples/P1/p2_1.png" alt="P1 example p2/1"' in html
+    assert "Outliers 外れ値 (1)" in html and "p1/2</span> · 0.61" in html

@@ -30,11 +30,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kirinuki.core.config import load_params
+from kirinuki.core.config import load_params, load_score_model
 from kirinuki.extract.run import run_extract
 from kirinuki.core.imageio import read_jsonl, read_label_png, read_rgba_png
 from kirinuki.core.cards import read_card
-from kirinuki.quality.score import GRADES, run_score
+from kirinuki.quality.score import GRADES, run_score, stale_extractors
 from kirinuki.qc.validate import run_validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,3 +137,11 @@ def test_scores(run, num_regression):
     metrics = {k: v for k, v in flat.items() if k not in EXTRACT_METRICS}
     num_regression.check({k: [_number(v)] for k, v in sorted(metrics.items())}, basename="scores_metrics",
                          default_tolerance=dict(atol=1e-4, rtol=0))
+
+
+def test_score_weights_were_fitted_on_this_extractor(run):
+    """CI fails when the default extractor changed without a refit of the score weights."""
+    params = load_params(ROOT / "params.yaml")
+    stale = stale_extractors(load_score_model(params.score.weights_path), read_jsonl(run / "records.jsonl"))
+    assert not stale, (f"the default extractor ({', '.join(stale)}) is not the one the score weights were fitted "
+                       "on: refit them (README, Score and grades: kirinuki calibrate ... --sources ...)")

@@ -208,6 +208,7 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
 def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract output folder(s) whose pages have ground truth"),
               gt: list[Path] = typer.Option(..., "--gt", help="folder with <stem>_gt.png; repeat for several"),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="[default: score.weights_file, else the weights shipped with kirinuki]"),
+              sources: Optional[list[Path]] = typer.Option(None, "--sources", help="CSV of each page's art source (id + source/author, or sprites as realbench's scenes.csv; repeatable): cross-validate by source"),
               params: Optional[Path] = ParamsOpt):
     """Fit the composite score on cut-outs with ground truth; write the weights with their provenance."""
     from kirinuki.qc.calibrate import CalibrateError, run_calibrate
@@ -215,13 +216,32 @@ def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract outpu
     out = out or p.score.weights_path
     try:
         model = run_calibrate(extract_dirs, gt, p.score, p.calibrate, p.validation.iou_match,
-                              p.validation.good_iou, out, log=lambda m: typer.echo(m, err=True))
+                              p.validation.good_iou, out, log=lambda m: typer.echo(m, err=True), sources_csv=sources)
     except CalibrateError as e:
         _fail(str(e))
     prov = model.provenance
     typer.echo(f"fitted on {prov['n_samples']} cut-outs of {prov['n_images']} images -> {out}")
     for name, figures in prov["fit"].items():
         typer.echo(f"  {name}: " + "  ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+@app.command()
+def failures(extract_dir: Path = typer.Argument(..., help="an extract output folder, scored"),
+             scores: Optional[Path] = typer.Option(None, help="scores JSONL (default: EXTRACT_DIR/scores.jsonl)"),
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for failures.json, map.png, examples/ (default: EXTRACT_DIR/failures)"),
+             params: Optional[Path] = ParamsOpt):
+    """Group the flagged and low-grade cut-outs into failure patterns (HDBSCAN on the features,
+    IsolationForest for outliers), with example thumbnails and a t-SNE map coloured by grade."""
+    from kirinuki.qc.failures import write_failures
+    scores = scores or extract_dir / "scores.jsonl"
+    if not scores.is_file():
+        _fail(f"{scores}: no such scores file (run `kirinuki score {extract_dir}` first)", code=USAGE)
+    out = out or extract_dir / "failures"
+    found = write_failures(extract_dir, scores, out, _params(params).failures)
+    for p in found["patterns"]:
+        typer.echo(f"{p['id']}  {p['size']:4d}  {p['name']}")
+    typer.echo(f"{len(found['patterns'])} pattern(s) among {found['failing']} failing cut-out(s) of {found['n']}, "
+               f"{len(found['outliers'])} outlier(s) -> {out}")
 
 
 @app.command()

@@ -37,6 +37,10 @@ class RunPaths:
         return self.metrics / "per_cutout.csv"
 
     @property
+    def failures(self) -> Path:  # failures.json, map.png, examples/ (`kirinuki failures`)
+        return self.metrics / "failures"
+
+    @property
     def compare_json(self) -> Path:
         return self.metrics / "compare.json"
 
@@ -58,6 +62,12 @@ def extract(inputs: Path, run: RunPaths, params: Params, **kwargs):
 def score(run: RunPaths, params: Params) -> list[dict]:
     from kirinuki.quality.score import run_score
     return run_score(run.extract, params.score, run.scores)
+
+
+def failures(run: RunPaths, params: Params) -> dict:
+    """The run's flagged and low-grade cut-outs grouped into patterns -> metrics/failures/."""
+    from kirinuki.qc.failures import write_failures
+    return write_failures(run.extract, run.scores, run.failures, params.failures)
 
 
 def validate(run: RunPaths, gt: Path, params: Params) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -355,6 +355,18 @@ class PublishParams(Section):
     notify: NotifyParams = NotifyParams()
 
 
+class FailuresParams(Section):
+    """`kirinuki failures`: the flagged and low-grade cut-outs of a run, grouped into patterns
+    (HDBSCAN on the run's standardised features), outliers (IsolationForest) and a t-SNE map."""
+    grades: list[Literal["A", "B", "C", "D", "E"]] = Field(default_factory=lambda: ["D", "E"])  # fail, as does any flag
+    min_cluster_size: int = Field(3, ge=2)  # HDBSCAN: smallest pattern; fewer failing cut-outs: no pattern
+    contamination: Union[Literal["auto"], Annotated[float, Field(gt=0, le=0.5)]] = "auto"  # IsolationForest
+    examples: int = Field(4, ge=0)  # example thumbnails per pattern, nearest its medoid
+    seed: int = 0  # IsolationForest and t-SNE
+    perplexity: float = Field(30.0, gt=0)  # t-SNE; at most the number of cut-outs - 1
+    map_px: int = Field(640, ge=160)  # side of the square map picture
+
+
 class TaggerParams(Section):
     """An auto-tagger of the WD14 / cl_tagger kind: an ONNX model (one image in, NHWC, BGR
     0-255 at the model's square size; one row of per-tag scores out) and its tag CSV
@@ -408,6 +420,7 @@ class Params(Section):
     compare: CompareParams = CompareParams()
     track: TrackParams = TrackParams()
     publish: PublishParams = PublishParams()
+    failures: FailuresParams = FailuresParams()
     export: ExportParams = ExportParams()
 
 

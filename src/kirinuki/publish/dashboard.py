@@ -12,6 +12,7 @@ Each card carries its cut-out's sha256 and the review baked in from the run's re
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -26,7 +27,7 @@ from kirinuki.core.secrets import redact
 from kirinuki.dataset.reviews import Review, ReviewError, file_sha256, latest, read_reviews, review_summary
 from kirinuki.dataset.usage import training_usage
 from kirinuki.publish.workspace import live_state
-from kirinuki.quality.score import GRADES, QUALITY_JA
+from kirinuki.quality.score import GRADES, MESSAGES, QUALITY_JA
 from kirinuki.pipeline import RunPaths
 
 # instance colours of the overlay (RGB), k = 1, 2, ... cycling
@@ -128,14 +129,34 @@ def reason_labels(cards: list[Card]) -> dict[str, str]:
     return dict(sorted(labels.items()))
 
 
+FAILURES = "failures"  # the failure patterns' folder in the dashboard (RunPaths.failures in the run)
+
+
+def failure_view(result: dict, folder: str = FAILURES) -> dict:
+    """failures.json (kirinuki.qc.failures) -> what the page shows: each pattern's dominant
+    reasons as (id, Japanese message, share), its example thumbnails as (member, src), and the map's
+    src; paths relative to the dashboard, under `folder`."""
+    patterns = []
+    for p in result.get("patterns", []):
+        share = p.get("reason_share", {})
+        patterns.append({**p, "reason_labels": [(r, MESSAGES[r][1] if r in MESSAGES else r, share.get(r))
+                                                for r in p.get("reasons", [])],
+                         "example_imgs": [(m, f"{folder}/{t}") for m, t in zip(p.get("examples", []), p.get("thumbs", []))
+                                          if t]})
+    m = result.get("map") or {}
+    return {**result, "patterns": patterns, "map_src": f"{folder}/{m['file']}" if m.get("file") else None,
+            "map_reason": m.get("reason")}
+
+
 def render_dashboard(state: dict, cards: list[Card], validate: Optional[dict], compare: Optional[dict],
-                     reviews_error: Optional[str] = None) -> str:
+                     reviews_error: Optional[str] = None, failures: Optional[dict] = None) -> str:
     """The tracker page. state: the run's track.json; validate/compare: their JSON or None;
-    reviews_error: why the reviews could not be read, if so."""
+    reviews_error: why the reviews could not be read, if so; failures: failure_view() of the
+    run's failure patterns, or None."""
     return _env.get_template("dashboard.html.j2").render(
         s=state, cards=cards, counts=grade_counts(cards), reasons=reason_labels(cards),
         lora_ok=sum(c.lora_ok for c in cards), v=validate, c=compare, quality=QUALITY_JA,
-        rv=review_counts(cards), reviews_error=reviews_error, usage=usage_counts(cards))
+        rv=review_counts(cards), reviews_error=reviews_error, usage=usage_counts(cards), f=failures)
 
 
 def render_index(entries: list[dict], href: str) -> str:
@@ -243,16 +264,35 @@ def read_review_state(path: Optional[Path]) -> tuple[dict[str, Review], Optional
         return {}, (str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+def copy_failures(src: Path, out: Path) -> Optional[dict]:
+    """The failure patterns in `src` (failures.json; None where there is none) with their map and
+    example thumbnails copied to `out/failures/`; returns failure_view() of them."""
+    result = read_json(src / "failures.json")
+    if result is None:
+        return None
+    view = failure_view(result)
+    files = ([view["map_src"]] if view["map_src"] else []) + [img for p in view["patterns"] for _, img in p["example_imgs"]]
+    for rel in files:
+        source, dst = src / rel.split("/", 1)[1], out / rel
+        if not source.is_file() or _fresh(dst, source):
+            continue
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(source, tmp)
+    return view
+
+
 def write_dashboard(run: RunPaths, out: Path, state: dict, params: DashboardParams, max_pixels: int) -> Path:
-    """Build `out/index.html` (and its images) from the run's outputs; return its path."""
+    """Build `out/index.html` (and its images) from the run's outputs; return its path. The
+    failure patterns (`<metrics>/failures/`, `kirinuki failures`) are shown where they exist."""
     scores = read_jsonl(run.scores) if run.scores.is_file() else []
     cards = build_cards(scores, read_ious(run.per_cutout))
     review_state, reviews_error = read_review_state(run.reviews)
     cards = with_reviews(cards, cutout_hashes(run.extract, cards), review_state, training_usage(run.exports))
     write_images(run.extract, out, cards, params, max_pixels)
     page = out / "index.html"
+    failures = copy_failures(run.failures, out)
     write_text(page, redact(render_dashboard(state, cards, read_json(run.validate_json), read_json(run.compare_json),
-                                             reviews_error)))
+                                             reviews_error, failures)))
     return page
 
 

@@ -265,6 +265,9 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
             log(f"extract: {s.pages} pages ({s.skipped} already done), {s.characters} cut-outs, "
                 f"{len(s.errors)} unreadable")
             rows = pipeline.score(run_paths(ws), params)
+            found = pipeline.failures(run_paths(ws), params)
+            log(f"failure patterns: " + ("; ".join(f"{p['id']} {p['name']} ({p['size']})" for p in found["patterns"])
+                                         or "none") + f", {len(found['outliers'])} outlier(s)")
             metrics, compare, baseline = _validate_and_compare(ws, work, images, opts.baseline, params, log)
             state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
                          lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,

@@ -3,8 +3,11 @@
 Samples are the cut-outs of one or more extract folders, each with its features (as the
 scorer computes them) and the IoU of its best ground-truth match (as validate measures
 it). The model is fitted on all of them; the figures it reports are measured both on
-the fitted data and cross-validated, with folds grouped by image so that no page is in
-the training and the held-out part at once.
+the fitted data and cross-validated, with folds grouped by source where the pages' sources
+are given (no art source in the training and the held-out part at once), else by image.
+The weights record the extractor whose cut-outs they were fitted on (the records' params
+hash: extract params, model and splitter sha256), so `kirinuki score` can tell when they no
+longer match.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import yaml
@@ -32,9 +35,10 @@ class CalibrateError(Exception):
 
 def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, iou_match: float,
             log: Callable[[str], None]) -> list[dict]:
-    """One sample per cut-out of a page with ground truth: image, k, features, iou."""
+    """One sample per cut-out of a page with ground truth: image, k, features, iou, extractor."""
     extract_dir = Path(extract_dir)
     records = [r for r in read_jsonl(extract_dir / "records.jsonl") if r["image"] in gt_index]
+    extractor = {(r["image"], r["k"]): r.get("params_hash") for r in records}
     rows, _ = cutout_features(extract_dir, records, params, log)
     ious = {}
     for image in dict.fromkeys(r["image"] for r in rows):
@@ -44,7 +48,8 @@ def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, i
             log(f"{e}; skipped")
             continue
         ious.update({(image, k): v for k, v in page_metrics(pred, gt, iou_match)["cutout_iou"].items()})
-    return [{**r, "iou": round(ious[(r["image"], r["k"])], 4)} for r in rows if (r["image"], r["k"]) in ious]
+    return [{**r, "iou": round(ious[(r["image"], r["k"])], 4), "extractor": extractor[(r["image"], r["k"])]}
+            for r in rows if (r["image"], r["k"]) in ious]
 
 
 def fold_of(images: list[str], folds: int, seed: int) -> np.ndarray:
@@ -53,6 +58,39 @@ def fold_of(images: list[str], folds: int, seed: int) -> np.ndarray:
     order = np.random.default_rng(seed).permutation(len(unique))
     fold = {unique[i]: n % folds for n, i in enumerate(order)}
     return np.array([fold[im] for im in images])
+
+
+def read_sources(paths: list[Path]) -> dict[str, tuple[str, ...]]:
+    """Image stem -> the art sources on it, from CSVs with the page in an `id`, `image` or `stem`
+    column and its source in a `source` or `author` column, or a `sprites` column of
+    `source/file;...` (realbench's scenes.csv; the sample data's data/scenes.csv has `author`)."""
+    import csv
+    out = {}
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                image = row.get("id") or row.get("image") or row.get("stem")
+                if not image:
+                    raise CalibrateError(f"{path}: needs an `id`, `image` or `stem` column")
+                if row.get("source") or row.get("author"):
+                    found = [row.get("source") or row["author"]]
+                elif "sprites" in row:
+                    found = [s.split("/")[0] for s in row["sprites"].split(";") if s]
+                else:
+                    raise CalibrateError(f"{path}: needs a `source`, `author` or `sprites` column")
+                out[image] = tuple(sorted(set(found))) or ("unknown",)
+    return out
+
+
+def source_folds(sources: list[tuple[str, ...]], folds: int, seed: int) -> tuple[np.ndarray, list[set]]:
+    """(fold per sample, the sources held out in each fold): sources are dealt to folds, a
+    sample goes to the fold of its first source, and a fold's model is trained only on samples
+    that hold none of that fold's sources."""
+    unique = sorted({s for group in sources for s in group})
+    order = np.random.default_rng(seed).permutation(len(unique))
+    of = {unique[i]: n % folds for n, i in enumerate(order)}
+    held = [{s for s, f in of.items() if f == i} for i in range(folds)]
+    return np.array([of[group[0]] for group in sources]), held
 
 
 def evaluate(samples: list[dict], predicted: np.ndarray, params: ScoreParams, good_iou: float) -> dict:
@@ -71,7 +109,9 @@ def evaluate(samples: list[dict], predicted: np.ndarray, params: ScoreParams, go
 
 def inputs_digest(samples: list[dict]) -> str:
     """sha256 of the samples (image, k, features, iou), independent of dates and paths."""
-    blob = json.dumps(sorted(samples, key=lambda s: (s["image"], s["k"])), sort_keys=True).encode()
+    keep = ("image", "k", "features", "iou")
+    blob = json.dumps(sorted([{k: s[k] for k in keep} for s in samples], key=lambda s: (s["image"], s["k"])),
+                      sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -82,8 +122,9 @@ def fit(samples: list[dict], cal: CalibrateParams) -> tuple[float, list]:
 
 
 def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, good_iou: float,
-              sources: list[dict]) -> ScoreModel:
-    """Fit the model on samples; provenance records the data, its hash and the fit's figures."""
+              sources: list[dict], art_sources: Optional[dict[str, tuple[str, ...]]] = None) -> ScoreModel:
+    """Fit the model on samples; provenance records the data, its hash, the extractor and the
+    fit's figures (cross-validated by art source where `art_sources` gives each image's)."""
     n_good = sum(s["iou"] >= good_iou for s in samples)
     if len(samples) < cal.min_samples:
         raise CalibrateError(f"{len(samples)} cut-outs with ground truth; calibration needs at least "
@@ -97,26 +138,46 @@ def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, go
         raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
 
     images = [s["image"] for s in samples]
-    fold = fold_of(images, cal.folds, cal.seed)
+    if art_sources is not None:
+        missing = sorted({im for im in images if im not in art_sources})
+        if missing:
+            raise CalibrateError(f"the sources file names no source for {len(missing)} image(s), e.g. {missing[0]}")
+        groups = [art_sources[im] for im in images]
+        fold, held = source_folds(groups, cal.folds, cal.seed)
+        trains = [[s for s, g in zip(samples, groups) if not set(g) & held[i]] for i in range(cal.folds)]
+        how = f"cross_validated_{cal.folds}fold_by_source"
+    else:
+        fold = fold_of(images, cal.folds, cal.seed)
+        trains = [[s for s, f in zip(samples, fold) if f != i] for i in range(cal.folds)]
+        how = f"cross_validated_{cal.folds}fold_by_image"
     held_out = np.zeros(len(samples))
+    folds_fit = []
     for i in range(cal.folds):
-        train = [s for s, f in zip(samples, fold) if f != i]
+        train = trains[i]
         test = [s for s, f in zip(samples, fold) if f == i]
         if not test:
             continue
+        if len(train) < cal.min_leaf * 2:
+            raise CalibrateError(f"fold {i}: {len(train)} training cut-outs once its sources are held out; "
+                                 "use fewer calibrate.folds")
         base, trees = fit(train, cal)
         part = ScoreModel(features=cal.features, base=base, learning_rate=cal.learning_rate, trees=trees)
         held_out[fold == i] = composite_of(test, part)
+        if art_sources is not None and len(test) >= 10:
+            folds_fit.append({"held_out_sources": sorted(held[i]), "n": len(test), "train_n": len(train),
+                              **evaluate(test, held_out[fold == i], params, good_iou)})
     base, trees = fit(samples, cal)
     model = ScoreModel(features=cal.features, base=base, learning_rate=cal.learning_rate, trees=trees)
     provenance = {
         "data": sources, "n_samples": len(samples), "n_images": len(set(images)),
         "n_good": n_good, "good_iou": good_iou, "inputs_sha256": inputs_digest(samples),
         "calibrate_params": cal.model_dump(mode="json"), "score_params_sha": params.digest(),
-        "kirinuki": __version__,
+        "kirinuki": __version__, "extractor": sorted({str(s.get("extractor")) for s in samples}),
         "fit": {"in_sample": evaluate(samples, composite_of(samples, model), params, good_iou),
-                f"cross_validated_{cal.folds}fold_by_image": evaluate(samples, held_out, params, good_iou)},
+                how: evaluate(samples, held_out, params, good_iou)},
     }
+    if folds_fit:
+        provenance["folds"] = folds_fit
     return model.model_copy(update={"provenance": provenance})
 
 
@@ -147,8 +208,10 @@ def to_yaml(model: ScoreModel) -> str:
 
 def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScoreParams, cal: CalibrateParams,
                   iou_match: float, good_iou: float, out: Path,
-                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> ScoreModel:
-    """Collect samples from every extract folder (ground truth from any of gt_dirs), fit, write `out`."""
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                  sources_csv: Optional[list[Path]] = None) -> ScoreModel:
+    """Collect samples from every extract folder (ground truth from any of gt_dirs), fit, write `out`;
+    `sources_csv` names each page's art sources, for folds by source."""
     gt_index: dict[str, Path] = {}
     for gt_dir in gt_dirs:
         if not Path(gt_dir).is_dir():
@@ -165,6 +228,6 @@ def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScorePa
         sources.append({"extract": str(extract_dir), "gt": [str(g) for g in gt_dirs], "cutouts": len(found),
                         "images": len({s["image"] for s in found})})
         samples += found
-    model = calibrate(samples, params, cal, good_iou, sources)
+    model = calibrate(samples, params, cal, good_iou, sources, read_sources(sources_csv) if sources_csv else None)
     write_text(out, to_yaml(model))
     return model

@@ -372,7 +372,7 @@ def _failure_modes(per_cutout: pd.DataFrame) -> tuple[dict, dict]:
     reasons = per_cutout["reasons"].fillna("").astype(str)
     low = per_cutout["grade"].isin(["D", "E"])
     flag_multi = reasons.str.contains("multi_character")
-    flag_cut = reasons.str.contains("truncated_|touches_character")  # the flags of a cut body
+    flag_cut = reasons.str.contains("cut_|touches_character")  # the flags of a cut body
 
     def mode(truth, flag=None):
         out = {"n": int(truth.sum()), "graded_d_or_e": int((truth & low).sum())}

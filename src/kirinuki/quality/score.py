@@ -1,10 +1,14 @@
-"""score: features -> hard-failure flags -> composite score 0..1 -> grade A-E, lora_ok, reasons.
+"""score: features -> three layers per cut-out -> score 0..1, grade A-E, lora_ok, reasons.
 
-Hard flags come first: a black or empty cut-out, more than one character, a body cut by
-the page edge or a straight border, or a crop too small for training is never above D,
-and the reason is stated with a stable identifier. The composite score is the fitted
-model's predicted IoU (src/kirinuki/quality/score_weights.yaml, `kirinuki calibrate`); a flagged cut-out's
-score is scaled into the D/E band, which keeps the order among flagged cut-outs.
+- L1 extraction quality: the fitted model's predicted IoU (quality/score_weights.yaml,
+  `kirinuki calibrate`); the grade is its band. An extraction fault (two characters in one
+  cut-out, a straight cut through the body inside the page, an outline along another
+  character) caps it at D, scaled into the D/E band so the order among them holds.
+- L2 content checks: black or empty (score 0, E), how many heads, and which sides the page's
+  own frame cuts. A figure cut by the page edge has that framing and no fault.
+- L3 LoRA suitability (`lora_ok`): grade in `lora_ok_grades`, no fault, not black or empty,
+  and a short side of at least `small_ratio` x `train_resolution`.
+Reasons are stable identifiers; `reasons` lists everything that keeps a cut-out from lora_ok.
 """
 from __future__ import annotations
 
@@ -28,9 +32,11 @@ MESSAGES = {  # reason -> (English, Japanese)
     "touches_character": ("outline runs along another character: hidden or cut where they meet",
                           "他のキャラクターと接していて、体が隠れているか切れている"),
     "too_small": ("too small for the training resolution", "学習解像度に対して小さすぎる"),
-    **{f"truncated_{s}": (f"body cut off at the {s} (page edge or a straight frame line)",
-                          f"{_SIDE_JA[s]}側で体が切れている（ページ端・コマ枠）") for s in SIDES},
+    **{f"cut_{s}": (f"body cut off at the {s} by a straight line inside the page (the extractor, or a panel frame)",
+                    f"{_SIDE_JA[s]}側で体が直線で切れている（切り抜きの失敗、またはコマ枠）") for s in SIDES},
 }
+FAULTS = ("multi_character", "touches_character", *(f"cut_{s}" for s in SIDES))  # L1: capped at D
+CONTENT = ("empty", "black")  # L2: score 0, grade E
 GRADES = ("A", "B", "C", "D", "E")  # best first; the one definition of the letters
 QUALITY = {"A": ("high quality", "高品質"), "B": ("high quality", "高品質"), "C": ("medium quality", "中品質"),
            "D": ("low quality", "低品質"), "E": ("low quality", "低品質")}
@@ -42,8 +48,14 @@ class ScoreError(Exception):
     """Scoring cannot run; str() is a one-line reason."""
 
 
+def frame_sides(f: dict, params: ScoreParams) -> list[str]:
+    """The sides where the figure runs along the page's own edge: its framing, not a fault."""
+    return [side for side in SIDES if f[f"edge_{side}"] >= params.min_edge_run]
+
+
 def flags(f: dict, params: ScoreParams) -> list[str]:
-    """Hard failures of one cut-out's features, as stable identifiers."""
+    """What keeps one cut-out from lora_ok, as stable identifiers: content (CONTENT), extraction
+    faults (FAULTS) and `too_small`."""
     out = []
     if f["opaque_share"] < params.min_opaque:
         out.append("empty")
@@ -51,10 +63,11 @@ def flags(f: dict, params: ScoreParams) -> list[str]:
         out.append("black")
     if max(f["regions"], f["open_parts"], f["heads"]) > 1:
         out.append("multi_character")
-    for side in SIDES:
+    framed = frame_sides(f, params)
+    for side in SIDES:  # a straight end inside the page; along the page edge it is the framing
         straight = params.min_cut_horizontal if side in ("top", "bottom") else params.min_cut_vertical
-        if f[f"edge_{side}"] >= params.min_edge_run or f[f"cut_{side}"] >= straight:
-            out.append(f"truncated_{side}")
+        if side not in framed and f[f"cut_{side}"] >= straight:
+            out.append(f"cut_{side}")
     if f["neighbour_edge"] >= params.min_neighbour_edge:
         out.append("touches_character")
     if f["resolution"] < params.small_ratio:
@@ -75,17 +88,25 @@ def grade_of(score: float, params: ScoreParams) -> str:
 
 
 def grade(f: dict, predicted: float, params: ScoreParams) -> dict:
-    """Flags, final score, grade and wording of one cut-out with features f and composite score."""
+    """The three layers, final score, grade and wording of one cut-out with features f and
+    composite score `predicted`."""
     reasons = flags(f, params)
-    if {"empty", "black"} & set(reasons):
+    content = [r for r in reasons if r in CONTENT]
+    faults = [r for r in reasons if r in FAULTS]
+    if content:
         score = 0.0
-    elif reasons:  # never above D, in the same order as the composite
+    elif faults:  # never above D, in the same order as the composite
         score = predicted * FLAGGED_SHARE * params.grades["C"]
     else:
         score = predicted
     g = grade_of(score, params)
-    return {"score": round(float(score), 4), "grade": g, "lora_ok": g in params.lora_ok_grades and not reasons,
-            "reasons": reasons, "quality": QUALITY[g][0], "quality_ja": QUALITY[g][1],
+    ok = g in params.lora_ok_grades and not reasons
+    layers = {"l1_extraction": {"predicted_iou": round(float(predicted), 4), "grade": g, "faults": faults},
+              "l2_content": {"black": "black" in content, "empty": "empty" in content, "heads": int(f["heads"]),
+                             "frame_sides": frame_sides(f, params)},
+              "l3_lora": {"ok": ok, "blocked_by": reasons + ([] if g in params.lora_ok_grades else [f"grade_{g}"])}}
+    return {"score": round(float(score), 4), "grade": g, "lora_ok": ok, "reasons": reasons, "layers": layers,
+            "quality": QUALITY[g][0], "quality_ja": QUALITY[g][1],
             "messages": [MESSAGES[r][0] for r in reasons], "messages_ja": [MESSAGES[r][1] for r in reasons]}
 
 
@@ -116,6 +137,13 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
     return rows, seconds
 
 
+def stale_extractors(model: ScoreModel, records: list[dict]) -> list[str]:
+    """The extractors (records' params hash) that made these cut-outs but not the weights' own
+    fit; [] where the weights do not say which extractor they were fitted on."""
+    fitted = set(model.provenance.get("extractor") or [])
+    return sorted({str(r.get("params_hash")) for r in records} - fitted) if fitted else []
+
+
 def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None, model: Optional[ScoreModel] = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict]:
     """Score every cut-out in `extract_dir/records.jsonl`; write the scores JSONL
@@ -125,7 +153,12 @@ def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None
     """
     extract_dir = Path(extract_dir)
     model = model or load_score_model(params.weights_path)
-    rows, seconds = cutout_features(extract_dir, read_jsonl(extract_dir / "records.jsonl"), params, log)
+    records = read_jsonl(extract_dir / "records.jsonl")
+    if stale := stale_extractors(model, records):
+        log(f"warning: the score weights were fitted on cut-outs of another extractor (params hash "
+            f"{', '.join(model.provenance['extractor'])}); these come from {', '.join(stale)}: grades may not "
+            "hold. Refit them with `kirinuki calibrate` on pages with ground truth")
+    rows, seconds = cutout_features(extract_dir, records, params, log)
     if rows:
         check_model(model, rows[0]["features"])
     start = time.perf_counter()
