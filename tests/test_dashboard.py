@@ -6,6 +6,7 @@ import shutil
 import cv2
 import numpy as np
 
+from kirinuki.core.config import ScoreParams
 from kirinuki.core.imageio import read_jsonl
 from kirinuki.dataset.reviews import Review, append_review, file_sha256
 from kirinuki.publish.dashboard import (build_cards, overlay, reason_labels, render_dashboard, review_counts,
@@ -199,3 +200,13 @@ def test_failure_section_without_patterns_or_map_stays_valid():
     assert f"{MESSAGES['touches_character'][1]} (touches_character, 67 %)" in html
     assert '<img src="failures/examples/P1/p2_1.png" alt="P1 example p2/1"' in html
     assert "Outliers 外れ値 (1)" in html and "p1/2</span> · 0.61" in html
+
+
+def test_cards_show_the_three_layers():
+    from kirinuki.quality.score import grade
+    f = {"opaque_share": 0.5, "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 1,
+         "resolution": 0.3, "neighbour_edge": 0.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")},
+         "edge_bottom": 0.5}
+    row = {"image": "p1", "k": 1, **grade(f, 0.9, ScoreParams())}
+    html = render_dashboard({"tracker_id": "QCC-011", "status": "done"}, build_cards([row], {}), None, None)
+    assert "L1 IoU≈0.90" in html and "framed by the page: bottom" in html and "L3 no: too_small" in html

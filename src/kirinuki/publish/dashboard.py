@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +52,7 @@ class Card:
     messages: tuple[str, ...]
     messages_ja: tuple[str, ...]
     iou: Optional[float]  # None without ground truth
+    layers: dict = field(default_factory=dict)  # the score record's L1/L2/L3 (quality.score.grade)
     sha256: str = ""  # of char_<k>.png; "" where the file is missing
     review: Optional[Review] = None  # where the reviews of this cut-out stand
     seen: Optional[int] = None  # times training runs saw it; None: in no exported dataset
@@ -78,7 +79,7 @@ def build_cards(scores: list[dict], ious: dict[tuple[str, int], float]) -> list[
                   quality_ja=QUALITY_JA[s["grade"]], score=float(s["score"]),
                   lora_ok=bool(s["lora_ok"]), reasons=tuple(s.get("reasons", ())),
                   messages=tuple(s.get("messages", ())), messages_ja=tuple(s.get("messages_ja", ())),
-                  iou=ious.get((str(s["image"]), int(s["k"]))))
+                  iou=ious.get((str(s["image"]), int(s["k"]))), layers=s.get("layers") or {})
              for s in scores]
     return sorted(cards, key=lambda c: (c.image, c.k))
 
