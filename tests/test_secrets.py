@@ -290,5 +290,5 @@ def serve_and_probe(root: Path, fake) -> str:
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)  # generous: on a loaded 2-core machine 20 s once fell short
     return out + err
