@@ -187,11 +187,12 @@ def test_export_with_the_tagger(workspace, tmp_path):
     model, csv = make_tiny_tagger(tmp_path / "tagger", [("general", 9), ("1girl", 0), ("long_hair", 0),
                                                          ("some_character", 4)])
     from kirinuki.dataset.tagger import Tagger
-    tp = TaggerParams(model=model, tags_csv=csv, general_threshold=0.01, character_threshold=0.99)
+    tp = TaggerParams(model=model, tags_csv=csv, general_threshold=0.01, character_threshold=0.01)
     params = ExportParams(tagger=tp)
     run_export([find_source(workspace)], tmp_path / "ds", params, 512, log=lambda m: None, tagger=Tagger(tp))
     m = json.loads((tmp_path / "ds" / MANIFEST).read_text())
     assert all("long hair" in it["tags"] and "1girl" in it["tags"] for it in m["items"])
+    assert all(it["character"] == "some_character" for it in m["items"])  # what --balance character uses
     assert check(tmp_path / "ds") == []
 
 

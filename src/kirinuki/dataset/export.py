@@ -263,8 +263,11 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
             page_json = c.path.parent / "page.json"
             page = pages.setdefault(page_json, read_json(page_json) or {})
             tags = generated_tags(c.row, page)
+            character = None
             if tagger is not None:
-                tags += [t for t, _, _ in tagger.tag(images[i])]
+                found = tagger.tag(images[i])
+                tags += [t for t, _, _ in found]
+                character = next((t for t, _, cat in found if cat == "character"), None)  # for --balance character
             page_path = Path(page["source"]) if page.get("source") else None
             tags = merge(tags, existing_caption(page_path) if page_path else None, params.existing_captions)
             tags = tag_dict.apply([t for t in tags if t != params.trigger], params.drop_groups, params.underscores)
@@ -284,7 +287,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
                           "source": c.source.name, "source_page": page.get("source") or "", "grade": c.row.get("grade"),
                           "score": c.row.get("score"), "lora_ok": bool(c.row.get("lora_ok")),
                           "review": c.review.decision if c.review else None, "framing": c.row.get("framing"),
-                          "character": None, "caption": caption, "caption_sha256": _sha((caption + "\n").encode()),
+                          "character": character, "caption": caption, "caption_sha256": _sha((caption + "\n").encode()),
                           "tags": tags, "size": list(picture.shape[1::-1]), "upscaled": upscaled})
         if "hf" in params.layouts:
             meta = "".join(json.dumps({"file_name": f"{it['name']}.png", "text": it["caption"], "tags": it["tags"],
