@@ -267,3 +267,15 @@ def test_cli_refuses_bad_dictionary_and_missing_tagger_before_any_work(workspace
         r = CliRunner().invoke(app, ["export", str(workspace), "-o", "ds", "-p", "p.yaml"])
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output
         assert not (tmp_path / "ds").exists()
+
+
+def test_a_broken_cut_out_or_caption_file_is_named_and_the_export_goes_on(workspace, tmp_path):
+    (workspace / "extract" / "p3" / "char_2.png").write_bytes(b"not a png")  # lora_ok (its review lapses)
+    page = Path(json.loads((workspace / "extract" / "p1" / "page.json").read_text())["source"])
+    page.with_suffix(".txt").write_bytes(b"\xff\xfe broken \x80")
+    logged = []
+    summary = run_export([find_source(workspace)], tmp_path / "ds", ExportParams(), 512, log=logged.append)
+    assert summary["items"] == 2 and summary["left_out"]["missing"] == 1  # p1/1 and p4/1 still exported
+    assert any("char_2.png" in m and "left out" in m for m in logged)
+    assert any("p1.txt" in m for m in logged)
+    assert check(tmp_path / "ds") == []

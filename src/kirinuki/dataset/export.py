@@ -27,8 +27,8 @@ import numpy as np
 
 from kirinuki import __version__
 from kirinuki.core.config import ExportParams
-from kirinuki.core.imageio import read_json, read_jsonl, read_rgba_png, write_json, write_png, write_text
-from kirinuki.dataset.captions import existing_caption, merge
+from kirinuki.core.imageio import BadImage, read_json, read_jsonl, read_rgba_png, write_json, write_png, write_text
+from kirinuki.dataset.captions import CaptionError, existing_caption, merge
 from kirinuki.dataset.reviews import REVIEWS_NAME, Review, file_sha256, latest, read_reviews
 from kirinuki.dataset.tags import TagDictionary, caption_text
 from kirinuki.dataset.usage import EXPORTS_NAME, INDEX, linked_datasets, write_index
@@ -232,6 +232,15 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _page_caption(page: Optional[Path], log: Callable[[str], None]):
+    """The captions beside the source page; an unreadable caption file is named and passed over."""
+    try:
+        return existing_caption(page) if page else None
+    except CaptionError as e:
+        log(f"{e}; its captions are left out")
+        return None
+
+
 def load_tag_dictionary(params: ExportParams) -> TagDictionary:
     """export.tags, or no dictionary; raises ConfigError naming the file."""
     return TagDictionary.load(params.tags) if params.tags else TagDictionary.empty()
@@ -244,7 +253,15 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
     resolution = params.resolution or train_resolution
     tag_dict = load_tag_dictionary(params)
     cands, left = select(sources, params, log)
-    images = [read_rgba_png(c.path) for c in cands]
+    images, readable = [], []
+    for c in cands:  # a broken cut-out is named and left out; the set goes on
+        try:
+            images.append(read_rgba_png(c.path))
+            readable.append(c)
+        except BadImage as e:
+            log(f"{e}; left out")
+            left["missing"] += 1
+    cands = readable
     kept, dropped = dedupe(cands, images, params.dedupe_distance)
     for i, j in sorted(dropped.items()):
         log(f"{cands[i].path}: a near-duplicate of {cands[j].path}; kept once")
@@ -269,7 +286,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
                 tags += [t for t, _, _ in found]
                 character = next((t for t, _, cat in found if cat == "character"), None)  # for --balance character
             page_path = Path(page["source"]) if page.get("source") else None
-            tags = merge(tags, existing_caption(page_path) if page_path else None, params.existing_captions)
+            tags = merge(tags, _page_caption(page_path, log), params.existing_captions)
             tags = tag_dict.apply([t for t in tags if t != params.trigger], params.drop_groups, params.underscores)
             caption = caption_text(params.trigger, tags)
             picture, upscaled = fit_bucket(images[i], resolution, params.bucket_step, params.background)
