@@ -207,3 +207,15 @@ def test_thumbnail_sits_on_a_light_checker():
     assert t.shape == (128, 64, 3)
     assert {tuple(t[0, 0]), tuple(t[0, 9])} == {(255, 255, 255), (232, 232, 232)}
     assert tuple(t[64, 32]) == (200, 0, 0)
+
+
+def test_cli_failures_writes_the_patterns_and_says_what_it_found(tmp_path):
+    from typer.testing import CliRunner
+    from kirinuki.cli import app
+    ex = extract_dir(tmp_path, planted())
+    r = CliRunner().invoke(app, ["failures", str(ex)])
+    assert r.exit_code == 0, r.output
+    assert (ex / "failures" / "failures.json").is_file() and (ex / "failures" / "map.png").is_file()
+    assert "pattern(s) among" in r.output and "black" in r.output
+    r = CliRunner().invoke(app, ["failures", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and "no such scores file" in r.output
