@@ -270,8 +270,11 @@ def serve_and_probe(root: Path, fake) -> str:
     """Run `kirinuki serve`, send it wrong logins, a password in the URL and an early disconnect,
     stop it; return everything it printed."""
     env = base_env(fake["env"])
+    # SIGINT as a terminal gives it: a shell running these tests as a background job ignores
+    # SIGINT, and the server would inherit that (Python then installs no KeyboardInterrupt)
     proc = subprocess.Popen([*CLI, "serve", "--root", str(root), "--port", "0", "--idle-timeout", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stderr.readline()
         port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
@@ -290,5 +293,5 @@ def serve_and_probe(root: Path, fake) -> str:
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # generous: on a loaded 2-core machine 20 s once fell short
+        out, err = proc.communicate(timeout=20)
     return out + err
