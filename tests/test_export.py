@@ -279,3 +279,10 @@ def test_a_broken_cut_out_or_caption_file_is_named_and_the_export_goes_on(worksp
     assert any("char_2.png" in m and "left out" in m for m in logged)
     assert any("p1.txt" in m for m in logged)
     assert check(tmp_path / "ds") == []
+
+
+def test_generated_tags_say_where_the_page_edge_cuts_the_figure():
+    from kirinuki.dataset.export import generated_tags
+    row = {"features": {"heads": 1}, "reasons": [], "layers": {"l2_content": {"frame_sides": ["bottom", "left"]}}}
+    assert generated_tags(row, {"monochrome": True}) == ["feet_out_of_frame", "solo", "monochrome", "greyscale"]
+    assert generated_tags({"features": {"heads": 2}, "reasons": ["multi_character"]}, {}) == []

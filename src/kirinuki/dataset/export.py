@@ -190,12 +190,17 @@ def fit_bucket(rgba: np.ndarray, resolution: int, step: int, background: str) ->
 
 # --- captions --------------------------------------------------------------------------------
 
+FRAME_TAGS = {"top": "head_out_of_frame", "bottom": "feet_out_of_frame"}  # booru tags for a page-edge cut
+
+
 def generated_tags(row: dict, page: dict) -> list[str]:
-    """Tags kirinuki knows itself: the framing (where the grade gives one), one character in the
-    cut-out, and a monochrome page."""
+    """Tags kirinuki knows itself: the framing (where the grade gives one), where the page's edge
+    cuts the figure, one character in the cut-out, and a monochrome page."""
     tags = []
     if row.get("framing"):
         tags.append(row["framing"])
+    sides = row.get("layers", {}).get("l2_content", {}).get("frame_sides", [])
+    tags += [FRAME_TAGS[s] for s in sides if s in FRAME_TAGS]
     if row.get("features", {}).get("heads", 1) <= 1 and "multi_character" not in row.get("reasons", []):
         tags.append("solo")
     if page.get("monochrome"):
