@@ -262,3 +262,23 @@ def test_review_api_tells_a_damaged_reviews_file(tmp_path, tiny_model):
         assert ws.reviews.read_text() == "garbage\n{}\n"
     finally:
         localhttp.stop(server)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_serve_stops_cleanly_on_sigterm_and_sigint_even_started_ignoring_sigint(tmp_path, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+    (tmp_path / "root").mkdir()
+    env = {**os.environ, USER_ENV: "kana", PASSWORD_ENV: "correct horse battery"}
+    proc = subprocess.Popen([sys.executable, "-m", "kirinuki.cli", "serve", "--root", str(tmp_path / "root"),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # a background job
+    try:
+        assert "serving" in proc.stderr.readline()
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.communicate()

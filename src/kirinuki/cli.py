@@ -436,6 +436,11 @@ def serve(root: Path = RootOpt,
         server = make_server(root, host, port, allow_weak_password=allow_weak_password, idle_timeout_s=idle_timeout)
     except ServeError as e:
         _fail(str(e), code=USAGE)
+    import signal
+    # Ctrl-C, `kill` and a service manager's stop all end it cleanly, even when a shell started it
+    # as a background job (which ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     typer.echo(f"serving {root.absolute()} dashboards on http://{host}:{server.server_port}/ (Ctrl-C stops)", err=True)
     try:
         server.serve_forever()
