@@ -270,6 +270,8 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
         box_keys = ("n_pages", "n_figures", "figure_recall", "figure_precision", "clean_rate", "merged_rate",
                     "split_rate", "false_cutouts_per_page")
         typer.echo("boxes: " + "  ".join(f"{k}={m['boxes'].get(k)}" for k in box_keys))
+        if "grade" in m["boxes"]:
+            typer.echo("boxes grade: " + "  ".join(f"{k}={v}" for k, v in m["boxes"]["grade"].items()))
     if "reviews" in m:
         typer.echo("reviews: " + "  ".join(f"{k}={v}" for k, v in m["reviews"].items()))
     if m.get("gt_refused"):  # each refused ground truth was named, with why

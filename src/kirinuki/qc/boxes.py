@@ -168,11 +168,13 @@ def index_box_gt(gt_root: Path) -> dict[str, Path]:
 
 
 def box_rows(extract_dir: Path, gt_index: dict[str, Path], gt_root: Path, iou_match: float, clean_iou: float,
-             log) -> list[dict]:
-    """One row per extracted page that has box ground truth: the page's counts, its group (the
+             log) -> tuple[list[dict], list[dict]]:
+    """(one row per extracted page that has box ground truth: the page's counts, its group (the
     folder of its ground truth under `gt_root`, e.g. one per artist) and whether extraction found
-    it monochrome. A page whose ground truth cannot be used is logged and left out."""
-    rows = []
+    it monochrome; one row per cut-out of those pages: its best box IoU with the figure it was
+    matched to, whether that figure is cut out cleanly and alone, how many figures it holds, and
+    whether it holds none). A page whose ground truth cannot be used is logged and left out."""
+    rows, cutouts = [], []
     for labels_path in sorted(Path(extract_dir).glob("*/labels.png")):
         stem = labels_path.parent.name
         gt = gt_index.get(stem)
@@ -189,7 +191,13 @@ def box_rows(extract_dir: Path, gt_index: dict[str, Path], gt_root: Path, iou_ma
         group = gt.parent.relative_to(gt_root).as_posix() if gt.parent != Path(gt_root) else ""
         rows.append({"image": stem, "group": group, "monochrome": mono,
                      **{k: v for k, v in m.items() if k not in ("figures", "cutouts")}})
-    return rows
+        best = {f["cutout"]: f for f in m["figures"] if f["cutout"] is not None}
+        for k, c in m["cutouts"].items():
+            f = best.get(k)
+            cutouts.append({"image": stem, "k": k, "group": group, "box_iou": f["box_iou"] if f else 0.0,
+                            "clean": bool(f and f["clean"] and c["holds"] == 1), "holds": c["holds"],
+                            "false": c["false"]})
+    return rows, cutouts
 
 
 def box_summary(rows: list[dict]) -> dict:

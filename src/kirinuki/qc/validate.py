@@ -385,6 +385,30 @@ def _failure_modes(per_cutout: pd.DataFrame) -> tuple[dict, dict]:
              "truncated": _ratio((flag_cut & whole).sum(), whole.sum())})
 
 
+def box_grade_summary(cutouts: list[dict], scores: dict[tuple[str, int], dict]) -> dict:
+    """How the grade reads the cut-outs of pages with box ground truth: Spearman(score, box IoU),
+    AUROC for a clean single figure, lora_ok against "clean", and how many clean, merged (two
+    figures or more) and figure-less cut-outs were graded D or E."""
+    rows = [(c, scores[(c["image"], c["k"])]) for c in cutouts if (c["image"], c["k"]) in scores]
+    if len(rows) < 3:
+        return {"n": len(rows)}
+    score = np.array([s["score"] for _, s in rows])
+    iou = np.array([c["box_iou"] for c, _ in rows])
+    clean = np.array([c["clean"] for c, _ in rows])
+    ok = np.array([bool(s["lora_ok"]) for _, s in rows])
+    low = np.array([s["grade"] in ("D", "E") for _, s in rows])
+    merged = np.array([c["holds"] >= 2 for c, _ in rows])
+    none = np.array([c["false"] for c, _ in rows])
+    rho = spearmanr(score, iou).statistic
+    return {"n": len(rows), "clean": int(clean.sum()),
+            "score_box_iou_spearman": None if np.isnan(rho) else round(float(rho), 4),
+            "score_auroc_clean": auroc(score, clean), "lora_ok_count": int(ok.sum()),
+            "lora_ok_precision": _ratio((ok & clean).sum(), ok.sum()), "lora_ok_recall": _ratio((ok & clean).sum(), clean.sum()),
+            "clean_graded_d_or_e": int((clean & low).sum()), "merged": int(merged.sum()),
+            "merged_graded_d_or_e": int((merged & low).sum()), "no_figure": int(none.sum()),
+            "no_figure_graded_d_or_e": int((none & low).sum())}
+
+
 def grades_markdown(metrics: dict, good_iou: float) -> str:
     """The grade x IoU-band table and the score figures of a metrics dict, as markdown."""
     head = "| grade | " + " | ".join(f"IoU {lo:.2f}–{hi:.2f}" for lo, hi in zip(IOU_BANDS, IOU_BANDS[1:]))
@@ -495,7 +519,7 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
     for stem in orphans:
         print(f"warning: {gt_index.get(stem) or box_index[stem]}: ground truth without an extracted image "
               f"({extract_dir}/{stem}/labels.png); counted as missing", file=sys.stderr)
-    boxes = box_rows(extract_dir, box_index, gt_dir, params.iou_match, params.clean_iou,
+    boxes, box_cutouts = box_rows(extract_dir, box_index, gt_dir, params.iou_match, params.clean_iou,
                      lambda m: print(m, file=sys.stderr))
     refused += sorted(set(box_index) & extracted - {r["image"] for r in boxes})
     if not image_rows and not boxes:
@@ -515,6 +539,10 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
                                             lora_ok_by_sha(extract_dir, scores.values()))
     if boxes:
         metrics["boxes"] = box_summary(boxes)
+        if scores:  # the grade against the boxes, overall and per ground-truth folder (artist)
+            metrics["boxes"]["grade"] = box_grade_summary(box_cutouts, scores)
+            for group, part in metrics["boxes"]["by_group"].items():
+                part["grade"] = box_grade_summary([c for c in box_cutouts if c["group"] == group], scores)
         _to_csv(Path(per_image_csv).with_name("per_page_boxes.csv"), pd.DataFrame(boxes))
     _to_csv(per_image_csv, per_image)
     _to_csv(per_cutout_csv, per_cutout)
