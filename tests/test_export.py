@@ -240,7 +240,8 @@ def test_reviews_go_on_after_an_append_cut_short(tmp_path):
 
 def test_the_workspace_dashboard_shows_training_usage(workspace, tmp_path):
     from kirinuki.dataset.usage import training_usage
-    from kirinuki.publish.dashboard import build_cards, cutout_hashes, render_dashboard, with_reviews
+    from kirinuki.dataset.reviews import cutout_shas
+    from kirinuki.publish.dashboard import build_cards, render_dashboard, with_reviews
     out = tmp_path / "ds"
     export(workspace, out)
     assert (workspace / "datasets.txt").read_text() == f"{out.absolute()}\n"
@@ -251,7 +252,7 @@ def test_the_workspace_dashboard_shows_training_usage(workspace, tmp_path):
     record_usage(out / INDEX, "v1", tmp_path / "log")
     scores = [json.loads(line) for line in (workspace / "extract" / "scores.jsonl").read_text().splitlines()]
     cards = build_cards(scores, {})
-    cards = with_reviews(cards, cutout_hashes(workspace / "extract", cards), {},
+    cards = with_reviews(cards, cutout_shas(workspace / "extract", [(c.image, c.k) for c in cards]), {},
                          training_usage(workspace / "datasets.txt"))
     page = render_dashboard({"tracker_id": "QCC-001", "status": "done"}, cards, None, None)
     assert '<div class="seen muted">seen 3× in training</div>' in page

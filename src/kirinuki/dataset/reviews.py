@@ -117,11 +117,19 @@ def review_summary(state: dict[str, Review], lora_ok: dict[str, bool]) -> dict:
             "grade_agreed": round(sum(agreed) / len(agreed), 4) if agreed else None}
 
 
+def cutout_shas(extract_dir: Path, cutouts: Iterable) -> dict[tuple[str, int], str]:
+    """(image, k) -> sha256 of its char_<k>.png, for each (image, k) whose file is there."""
+    out = {}
+    for image, k in cutouts:
+        path = Path(extract_dir) / str(image) / f"char_{k}.png"
+        if path.is_file():
+            out[(str(image), int(k))] = file_sha256(path)
+    return out
+
+
 def lora_ok_by_sha(extract_dir: Path, scores: Iterable[dict]) -> dict[str, bool]:
     """sha256 of each scored cut-out's PNG -> its lora_ok (cut-outs whose file is gone are left out)."""
-    out = {}
-    for row in scores:
-        path = Path(extract_dir) / str(row["image"]) / f"char_{row['k']}.png"
-        if path.is_file():
-            out[file_sha256(path)] = bool(row.get("lora_ok"))
-    return out
+    scores = list(scores)
+    shas = cutout_shas(extract_dir, [(r["image"], r["k"]) for r in scores])
+    return {shas[(str(r["image"]), int(r["k"]))]: bool(r.get("lora_ok")) for r in scores
+            if (str(r["image"]), int(r["k"])) in shas}

@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from kirinuki.core.config import DashboardParams
 from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_json, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
 from kirinuki.core.secrets import redact
-from kirinuki.dataset.reviews import Review, ReviewError, file_sha256, latest, read_reviews, review_summary
+from kirinuki.dataset.reviews import Review, ReviewError, cutout_shas, latest, read_reviews, review_summary
 from kirinuki.dataset.usage import training_usage
 from kirinuki.publish.workspace import live_state
 from kirinuki.quality.score import GRADES, MESSAGES, QUALITY_JA
@@ -246,16 +246,6 @@ def write_images(extract: Path, out: Path, cards: list[Card], params: DashboardP
         _write_jpeg(dst, fit(overlay(rgb, labels, params.overlay_alpha), params.overlay_px))
 
 
-def cutout_hashes(extract: Path, cards: list[Card]) -> dict[tuple[str, int], str]:
-    """(image, k) -> sha256 of its char_<k>.png, for the cards whose file is there."""
-    out = {}
-    for c in cards:
-        src = extract / c.image / f"char_{c.k}.png"
-        if src.is_file():
-            out[(c.image, c.k)] = file_sha256(src)
-    return out
-
-
 def read_review_state(path: Optional[Path]) -> tuple[dict[str, Review], Optional[str]]:
     """sha256 -> review state from reviews.jsonl (none where there is no file), and why the
     file could not be read (the page then says so and shows no reviews)."""
@@ -288,7 +278,7 @@ def write_dashboard(run: RunPaths, out: Path, state: dict, params: DashboardPara
     scores = read_jsonl(run.scores) if run.scores.is_file() else []
     cards = build_cards(scores, read_ious(run.per_cutout))
     review_state, reviews_error = read_review_state(run.reviews)
-    cards = with_reviews(cards, cutout_hashes(run.extract, cards), review_state, training_usage(run.exports))
+    cards = with_reviews(cards, cutout_shas(run.extract, [(c.image, c.k) for c in cards]), review_state, training_usage(run.exports))
     write_images(run.extract, out, cards, params, max_pixels)
     page = out / "index.html"
     failures = copy_failures(run.failures, out)
