@@ -50,3 +50,18 @@ def test_characters_stay_inside_their_panel(extract_params):
         assert len(np.unique(inside)) == 1 and inside[0] > 0
     again, _, _ = extract_page(page, Models(load_segmenter(params)), params)
     assert again.tobytes() == labels.tobytes()
+
+
+def test_a_cut_out_across_a_panel_border_spans_two_panels():
+    from kirinuki.extract.panels import panels_spanned
+    panels = np.zeros((100, 200), np.int32)
+    panels[5:95, 5:95], panels[5:95, 105:195] = 1, 2
+    mask = np.zeros((100, 200), bool)
+    mask[20:80, 40:60] = True
+    assert panels_spanned(panels, mask) == 1
+    mask[20:80, 120:160] = True  # the same cut-out reaches into the next panel
+    assert panels_spanned(panels, mask) == 2
+    tip = np.zeros((100, 200), bool)
+    tip[20:80, 40:94], tip[50:52, 105:107] = True, True  # a few pixels over the border: one panel
+    assert panels_spanned(panels, tip) == 1
+    assert panels_spanned(np.ones((100, 200), np.int32), mask) == 1  # a page without panels

@@ -177,6 +177,8 @@ def test_clean_figure_raises_no_flag_and_its_layers_say_so():
     ({"cut_right": 0.84}, None),  # upright figures have straight sides: stricter
     ({"cut_right": 0.85}, "cut_right"),
     ({"resolution": 0.49}, "too_small"),
+    ({"panels": 2}, "spans_panels"),  # extraction saw it cross a panel border
+    ({"panels": 1}, None),
     ({"neighbour_edge": 0.09}, None),
     ({"neighbour_edge": 0.1}, "touches_character"),
 ])

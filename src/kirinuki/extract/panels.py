@@ -57,3 +57,12 @@ def _row(stats: np.ndarray, i: int, keep: list[int]) -> int:
 def panel_boxes(panels: np.ndarray) -> list[Box]:
     """Box of each panel 1..n of a panel map."""
     return [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(panels)]
+
+
+def panels_spanned(panels: np.ndarray, mask: np.ndarray, min_share: float = 0.1) -> int:
+    """How many panels hold at least `min_share` of a cut-out's pixels that lie in a panel
+    (`panels` and the bool `mask` cropped alike); 1 on a page without panels. Two or more: the
+    cut-out crosses a panel border, which a single figure seldom does."""
+    ids, counts = np.unique(panels[mask], return_counts=True)
+    inside = counts[ids > 0]
+    return max(1, int((inside >= min_share * inside.sum()).sum())) if inside.size else 1

@@ -2,8 +2,8 @@
 
 - L1 extraction quality: the fitted model's predicted IoU (quality/score_weights.yaml,
   `kirinuki calibrate`); the grade is its band. An extraction fault (two characters in one
-  cut-out, a straight cut through the body inside the page, an outline along another
-  character) caps it at D, scaled into the D/E band so the order among them holds.
+  cut-out, a cut-out across a panel border, a straight cut through the body inside the page, an
+  outline along another character) caps it at D, scaled into the D/E band so the order holds.
 - L2 content checks: black or empty (score 0, E), how many heads, and which sides the page's
   own frame cuts. A figure cut by the page edge has that framing and no fault.
 - L3 LoRA suitability (`lora_ok`): grade in `lora_ok_grades`, no fault, not black or empty,
@@ -32,10 +32,12 @@ MESSAGES = {  # reason -> (English, Japanese)
     "touches_character": ("outline runs along another character: hidden or cut where they meet",
                           "他のキャラクターと接していて、体が隠れているか切れている"),
     "too_small": ("too small for the training resolution", "学習解像度に対して小さすぎる"),
+    "spans_panels": ("the cut-out crosses a panel border (figures of two panels merged)",
+                     "コマ枠をまたいでいる（複数のコマのキャラクターが結合）"),
     **{f"cut_{s}": (f"body cut off at the {s} by a straight line inside the page (the extractor, or a panel frame)",
                     f"{_SIDE_JA[s]}側で体が直線で切れている（切り抜きの失敗、またはコマ枠）") for s in SIDES},
 }
-FAULTS = ("multi_character", "touches_character", *(f"cut_{s}" for s in SIDES))  # L1: capped at D
+FAULTS = ("multi_character", "spans_panels", "touches_character", *(f"cut_{s}" for s in SIDES))  # L1: capped at D
 CONTENT = ("empty", "black")  # L2: score 0, grade E
 GRADES = ("A", "B", "C", "D", "E")  # best first; the one definition of the letters
 QUALITY = {"A": ("high quality", "高品質"), "B": ("high quality", "高品質"), "C": ("medium quality", "中品質"),
@@ -63,6 +65,8 @@ def flags(f: dict, params: ScoreParams) -> list[str]:
         out.append("black")
     if max(f["regions"], f["open_parts"], f["heads"]) > 1:
         out.append("multi_character")
+    if f.get("panels", 1) > 1:  # extraction's count of the comic panels it spans
+        out.append("spans_panels")
     framed = frame_sides(f, params)
     for side in SIDES:  # a straight end inside the page; along the page edge it is the framing
         straight = params.min_cut_horizontal if side in ("top", "bottom") else params.min_cut_vertical
@@ -132,6 +136,7 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
         start = time.perf_counter()
         page = labels[rec["image"]]
         f = features(rgba, page == rec["k"], rec["confidence"], params, labels=page)
+        f["panels"] = int(rec.get("panels", 1))  # from extraction, which sees the page
         seconds.append(time.perf_counter() - start)
         rows.append({"image": rec["image"], "k": rec["k"], "features": f})
     return rows, seconds
