@@ -98,6 +98,7 @@ def test_export_selects_by_review_and_grade_and_writes_three_layouts(workspace, 
     assert 'num_repeats = 7' in (out / "kohya" / "dataset.toml").read_text()
     assert "folder_path: ai-toolkit" in (out / "ai-toolkit" / "dataset.yaml").read_text()
     assert check(out) == []
+    assert (out.stat().st_mode & 0o777) == (out.parent.stat().st_mode & 0o777)  # not mkdtemp's private 0700
 
 
 def test_select_approved_takes_reviewed_cutouts_only(workspace, tmp_path):

@@ -276,6 +276,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(out.parent.stat().st_mode & 0o777)  # mkdtemp's 0700 would make the set private
     try:
         if (out / INDEX).is_file():  # the usage history goes on with the new set
             shutil.copyfile(out / INDEX, tmp / INDEX)
