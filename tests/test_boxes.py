@@ -51,6 +51,18 @@ def test_a_missed_figure_and_an_empty_page():
     assert s["figure_recall"] == 0.5 and s["missed_rate"] == 0.5 and s["n_pages"] == 2
 
 
+def test_each_missed_figure_says_why():
+    merged = page_box_metrics(page((10, 10, 90, 90)), [A, B])
+    assert [f["missed"] for f in merged["figures"]] == ["in_merged", "in_merged"]
+    partial = page_box_metrics(page((10, 10, 40, 30)), [A, B])  # A's head only: box IoU 0.25
+    assert [f["missed"] for f in partial["figures"]] == ["partial", "no_cutout"]
+    clean = page_box_metrics(page((10, 10, 40, 90), (60, 10, 90, 90)), [A, B])
+    assert [f["missed"] for f in clean["figures"]] == [None, None]
+    s = summarize_boxes([{**m, "image": i} for i, m in enumerate((merged, partial, clean))])
+    assert (s["missed_in_merged"], s["missed_partial"], s["missed_no_cutout"]) == (2, 1, 1)
+    assert s["missed_in_merged_rate"] + s["missed_partial_rate"] + s["missed_no_cutout_rate"] == pytest.approx(s["missed_rate"], abs=1e-3)
+
+
 def test_a_figure_without_head_is_held_by_box_coverage():
     headless = Figure((10, 10, 40, 90))
     assert page_box_metrics(page((5, 5, 95, 95)), [headless, B])["merged_cutouts"] == 1

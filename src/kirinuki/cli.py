@@ -270,6 +270,9 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
         box_keys = ("n_pages", "n_figures", "figure_recall", "figure_precision", "clean_rate", "merged_rate",
                     "split_rate", "false_cutouts_per_page")
         typer.echo("boxes: " + "  ".join(f"{k}={m['boxes'].get(k)}" for k in box_keys))
+        typer.echo("boxes missed: " + "  ".join(f"{k}={m['boxes'].get(k)}" for k in
+                                                 ("missed_rate", "missed_in_merged_rate", "missed_partial_rate",
+                                                  "missed_no_cutout_rate")))
         if "grade" in m["boxes"]:
             typer.echo("boxes grade: " + "  ".join(f"{k}={v}" for k, v in m["boxes"]["grade"].items()))
     if "reviews" in m:

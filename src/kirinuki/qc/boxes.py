@@ -11,7 +11,10 @@ Real pages cannot be masked well by hand, so their ground truth is one box per v
   on the cut-out's mask, or, without a head, when most of its box lies in the cut-out's box);
 - split: a figure whose body went into two or more cut-outs (each mostly inside the figure's box
   and holding a fair share of it);
-- false: a cut-out that lies mostly outside every figure and holds no head (text, bubbles, props).
+- false: a cut-out that lies mostly outside every figure and holds no head (text, bubbles, props);
+- why a figure was missed (not matched): `in_merged` (a cut-out holding it holds other figures too),
+  `partial` (a cut-out holds it alone, but its box is too far off), `no_cutout` (no cut-out holds it:
+  the segmenter never marked it, or its region was dropped).
 """
 from __future__ import annotations
 
@@ -66,6 +69,8 @@ def read_box_gt(path: Path, size: Optional[tuple[int, int]] = None) -> list[Figu
             raise BoxGTError(f"{path}: figure {i}: kind {f['kind']!r} is not one of {', '.join(KINDS)}")
         out.append(Figure((x0, y0, x1, y1), head, f.get("kind")))
     return out
+
+MISSED = ("in_merged", "partial", "no_cutout")  # why a figure was not matched, see the docstring
 
 
 def _area(b) -> float:
@@ -129,16 +134,21 @@ def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float
     split_f = (piece | holds).sum(1) >= 2
     false_c = ~holds.any(0) & np.array([max((_inter(f.box, boxes[k]) for f in figures), default=0.0)
                                          < 0.5 * _area(boxes[k]) for k in ks], bool)
+    in_merged = holds[:, merged_c].any(1)
+    missed_as = np.where(matched_f, "", np.where(in_merged, "in_merged",
+                                                  np.where(holds.any(1), "partial", "no_cutout")))
     clean_f = np.zeros(nf, bool)
     for i, j in pair.items():
         others = np.delete(holds[:, j], i)
         clean_f[i] = iou[i, j] >= clean_iou and not others.any() and not split_f[i]
     return {
         "n_figures": nf, "n_cutouts": nc, "matched": int(matched_f.sum()), "clean": int(clean_f.sum()),
-        "merged_cutouts": int(merged_c.sum()), "figures_in_merged": int(holds[:, merged_c].any(1).sum()),
+        "merged_cutouts": int(merged_c.sum()), "figures_in_merged": int(in_merged.sum()),
         "split_figures": int(split_f.sum()), "false_cutouts": int(false_c.sum()),
+        **{f"missed_{why}": int((missed_as == why).sum()) for why in MISSED},
         "figures": [{"i": i + 1, "kind": f.kind, "matched": bool(matched_f[i]), "clean": bool(clean_f[i]),
-                     "split": bool(split_f[i]), "cutout": ks[pair[i]] if i in pair else None,
+                     "split": bool(split_f[i]), "missed": str(missed_as[i]) or None,
+                     "cutout": ks[pair[i]] if i in pair else None,
                      "box_iou": round(float(iou[i, pair[i]]), 4) if i in pair else None}
                     for i, f in enumerate(figures)],
         "cutouts": {k: {"matched": bool(matched_c[j]), "merged": bool(merged_c[j]), "false": bool(false_c[j]),
@@ -149,7 +159,8 @@ def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float
 def summarize_boxes(pages: list[dict]) -> dict:
     """Corpus figures from page_box_metrics results (each with an "image" key)."""
     total = {k: sum(p[k] for p in pages) for k in ("n_figures", "n_cutouts", "matched", "clean",
-                                                     "merged_cutouts", "split_figures", "false_cutouts")}
+                                                     "merged_cutouts", "split_figures", "false_cutouts",
+                                                     *(f"missed_{why}" for why in MISSED))}
     nf, nc, n = total["n_figures"], total["n_cutouts"], len(pages)
 
     def ratio(a, b):
@@ -159,7 +170,8 @@ def summarize_boxes(pages: list[dict]) -> dict:
             "clean_rate": ratio(total["clean"], nf), "merged_rate": ratio(total["merged_cutouts"], nf),
             "split_rate": ratio(total["split_figures"], nf),
             "false_cutouts_per_page": ratio(total["false_cutouts"], n),
-            "missed_rate": ratio(nf - total["matched"], nf)}
+            "missed_rate": ratio(nf - total["matched"], nf),
+            **{f"missed_{why}_rate": ratio(total[f"missed_{why}"], nf) for why in MISSED}}
 
 
 def index_box_gt(gt_root: Path) -> dict[str, Path]:
