@@ -57,3 +57,5 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # built for CUDA only, so this replaces the CPU torch with the CUDA one (~6 GB in all)
 backends: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev,train,dvc,publish,backends]'
+	# ultralytics brings opencv-python, whose cv2 (same folder) lacks the cascade that extract.faces needs
+	$(BIN)/pip install --quiet --force-reinstall --no-deps -c constraints.txt opencv-contrib-python-headless

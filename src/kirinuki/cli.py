@@ -446,8 +446,9 @@ def serve(root: Path = RootOpt,
     # as a background job (which ignores SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    typer.echo(f"serving {root.absolute()} dashboards on http://{host}:{server.server_port}/ (Ctrl-C stops)", err=True)
-    try:
+    try:  # the signal may come as soon as the line below is out
+        typer.echo(f"serving {root.absolute()} dashboards on http://{host}:{server.server_port}/ (Ctrl-C stops)",
+                   err=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -130,6 +130,10 @@ class ExtractParams(Section):
     head_recover_peak: float = Field(0.7, ge=0, le=1)  # a head this strong on no region is a missed character; 0 = off
     head_zoom: float = Field(1.5, ge=0)  # each region cut at heads again on a crop this x its size; 0 = off, else >= 1.1
     head_zoom_peak: float = Field(0.6, gt=0, le=1)  # ... at heads at least this high
+    # anime faces (extract/faces.py, OpenCV cascade): a region holding two or more is cut between them; with the splitter only; None = off
+    faces: Optional[Path] = Path("models/lbpcascade_animeface.xml")
+    face_neighbours: int = Field(3, ge=1)  # detections that must agree on a face (the cascade's minNeighbors)
+    face_reach: float = Field(3.0, gt=0)  # below its face a body reaches this many times as far as to the side
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
     threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default

@@ -9,8 +9,8 @@ Per page: boxes from the detector (if `extract.detector` is set), then the segme
 (ISNet: one soft mask of the page; SAM: one mask per box), then instances (without a
 detector: connected components, cut apart by the learned splitters, at heads and then at
 centres of mass; both add the characters the segmenter missed, heads first, and the second
-also drops regions that hold no character; last, the head splitter looks at each region
-again on a crop around it).
+also drops regions that hold no character; the head splitter looks at each region again on a
+crop around it; last, a region holding two or more anime faces is cut between them).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from tqdm import tqdm
 from kirinuki import __version__
 from kirinuki.core.config import ExtractParams
 from kirinuki.extract.detect import Detector, load_detector
+from kirinuki.extract.faces import FaceDetector, cut_at_faces, load_faces
 from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
@@ -42,17 +43,20 @@ from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, rec
 @dataclass
 class Models:
     """The loaded backends of a run: the segmenter and, when `extract.detector` is set, the
-    detector, else the splitter (when `extract.splitter` is set) and the head splitter."""
+    detector, else the splitter (when `extract.splitter` is set), the head splitter and the
+    face detector."""
     segment: Union[Segmenter, BoxSegmenter]
     detect: Optional[Detector] = None
     split: Optional[Splitter] = None
     heads: Optional[Splitter] = None
+    faces: Optional[FaceDetector] = None
 
     @property
     def info(self) -> dict:
         """Backend names, versions and weights hashes, recorded with every cut-out."""
         return {**self.segment.info, **(self.detect.info if self.detect else {"detector": "none"}),
-                **(self.split.info if self.split else {}), **(self.heads.info if self.heads else {})}
+                **(self.split.info if self.split else {}), **(self.heads.info if self.heads else {}),
+                **(self.faces.info if self.faces else {})}
 
     @classmethod
     def load(cls, params: ExtractParams) -> "Models":
@@ -60,7 +64,8 @@ class Models:
         split = None if detect else load_splitter(params)
         segment = load_segmenter(params)
         return cls(detect=detect, segment=segment, split=split,
-                   heads=load_splitter(params, "head_splitter") if split else None)
+                   heads=load_splitter(params, "head_splitter") if split else None,
+                   faces=load_faces(params) if split else None)
 
 
 @dataclass
@@ -175,15 +180,17 @@ def _by_panel(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extra
     return labels.astype(label_dtype(n)), prob, forward
 
 
-def _instances(rgb: np.ndarray, models: Models, params: ExtractParams):
-    """HxWx3 uint8 page -> (HxW label map, [(HxW mask probability, predicted IoU, detection
-    score)] for labels 1..n, seconds in model forward passes)."""
+def _instances(rgb: np.ndarray, panels: np.ndarray, models: Models, params: ExtractParams):
+    """HxWx3 uint8 page, its HxW panel map -> (HxW label map, [(HxW mask probability, predicted
+    IoU, detection score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
-        panels = find_panels(rgb) if params.panels else None
-        if panels is not None and panels.max() >= 2:
+        if params.panels and panels.max() >= 2:
             labels, prob, forward = _by_panel(rgb, panels, models, params)
         else:
             labels, prob, forward = _regions(rgb, models, params)
+        if models.faces is not None:  # last: what the splitters left whole, faces may still tell apart
+            faces, seconds = _timed(models.faces, rgb)
+            labels, forward = cut_at_faces(labels, faces, params.face_reach, panels), forward + seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
     (xyxy, det, priors), forward = _timed(models.detect, rgb)
     if params.segmenter == "sam":
@@ -205,8 +212,8 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
     detector: ISNet's foreground assigned to the boxes (boxes_to_masks), or one SAM mask
     per box; overlaps go to the higher detection score (ISNet) or predicted IoU (SAM).
     """
-    labels, meta, forward = _instances(rgb, models, params)
-    panels = find_panels(rgb) if meta else None  # cheap (a few ms); tells a cut-out across panels
+    panels = find_panels(rgb)  # cheap (a few ms); tells a cut-out across panels
+    labels, meta, forward = _instances(rgb, panels, models, params)
     chars = []
     for k, ((ys, xs), (prob, iou, score)) in enumerate(zip(ndimage.find_objects(labels), meta), start=1):
         mask = labels[ys, xs] == k  # within the character's box: a page-wide mask per character costs more
@@ -223,11 +230,12 @@ def params_hash(params: ExtractParams, models: Models) -> str:
     Weights enter by their sha256, not their paths, which may be spelled many ways; settings
     that change how fast, not what (threads, device, page_warn_s), do not enter.
     """
-    digest = params.digest(exclude={"model": True, "splitter": True, "head_splitter": True, "yolo": {"weights"},
-                                    "sam": {"checkpoint"}, "threads": True, "device": True, "page_warn_s": True})
+    digest = params.digest(exclude={"model": True, "splitter": True, "head_splitter": True, "faces": True,
+                                    "yolo": {"weights"}, "sam": {"checkpoint"}, "threads": True, "device": True,
+                                    "page_warn_s": True})
     shas = [models.segment.info["model_sha256"]] + [
         m.info[key] for m, key in ((models.detect, "detector_sha256"), (models.split, "splitter_sha256"),
-                                   (models.heads, "head_splitter_sha256")) if m]
+                                   (models.heads, "head_splitter_sha256"), (models.faces, "faces_sha256")) if m]
     return "-".join([digest] + [sha[:12] for sha in shas])
 
 

@@ -126,7 +126,7 @@ def split_instances(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray
             continue
         owner = kept[dist[:, kept].argmin(1)]
         parts.extend((ys[owner == j], xs[owner == j]) for j in kept)
-    return _label_parts(parts, labels.shape)
+    return label_parts(parts, labels.shape)
 
 
 ZOOM_STEP = 0.1  # split_closer's second opinion: a look this much nearer or farther
@@ -173,7 +173,7 @@ def split_closer(labels: np.ndarray, rgb: np.ndarray, look: Callable[[np.ndarray
     if not cuts:  # most pages: nothing to relabel
         return labels
     parts = [part for k in range(1, int(labels.max()) + 1) for part in cuts.get(k, [np.nonzero(labels == k)])]
-    return _label_parts(parts, labels.shape)
+    return label_parts(parts, labels.shape)
 
 
 def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) -> np.ndarray:
@@ -242,10 +242,10 @@ def recover_missed(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray,
         if mask.sum() >= min_area * h * w:
             parts.append(np.nonzero(mask))
             claimed |= mask
-    return _label_parts(parts, labels.shape)
+    return label_parts(parts, labels.shape)
 
 
-def _label_parts(parts: list[tuple[np.ndarray, np.ndarray]], shape) -> np.ndarray:
+def label_parts(parts: list[tuple[np.ndarray, np.ndarray]], shape) -> np.ndarray:
     """Disjoint regions as (ys, xs) -> HxW label map, 1..n by falling area (ties: top, left)."""
     parts = sorted(parts, key=lambda p: (-len(p[0]), int(p[0].min()), int(p[1].min())))
     out = np.zeros(shape, label_dtype(len(parts)))

@@ -105,7 +105,8 @@ def time_pages(pages: Path, params: ExtractParams, out: Path) -> dict[str, Any]:
     models = Models(detect=instrument(loaded.detect, "detector", timers, notes),
                     segment=instrument(loaded.segment, "segmenter", timers, notes),
                     split=instrument(loaded.split, "splitter", timers, notes),
-                    heads=instrument(loaded.heads, "head splitter", timers, notes))
+                    heads=instrument(loaded.heads, "head splitter", timers, notes),
+                    faces=instrument(loaded.faces, "faces", timers, notes))
     summary = run_extract(pages, out, params, progress=False, on_page=mark, models=models)
     mark()  # the last page's time also holds writing records.jsonl and run.json
     if not summary.pages:
