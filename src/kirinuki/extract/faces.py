@@ -52,6 +52,7 @@ class FaceDetector:
 
 
 def load_faces(params: ExtractParams) -> Optional[FaceDetector]:
+    """The face detector of `extract.faces`, or None when that is null."""
     if params.faces is None:
         return None
     if not Path(params.faces).exists():

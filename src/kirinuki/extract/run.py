@@ -188,7 +188,7 @@ def _instances(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extr
             labels, prob, forward = _by_panel(rgb, panels, models, params)
         else:
             labels, prob, forward = _regions(rgb, models, params)
-        if models.faces is not None:  # last: what the splitters left whole, faces may still tell apart
+        if models.faces is not None and labels.max():  # last: what the splitters left whole, faces may tell apart
             faces, seconds = _timed(models.faces, rgb)
             labels, forward = cut_at_faces(labels, faces, params.face_reach, panels), forward + seconds
         return labels, [(prob, None, None)] * int(labels.max()), forward
