@@ -33,8 +33,8 @@ class FaceDetector:
                                "opencv-contrib-python-headless: pip install opencv-contrib-python-headless")
         try:
             self.cascade = cv2.CascadeClassifier(str(cascade))
-        except (cv2.error, SystemError) as e:  # a file OpenCV cannot parse raises, an empty one gives no cascade
-            raise ValueError(f"extract.faces {cascade}: not an OpenCV cascade ({str(e).splitlines()[0]})") from None
+        except (cv2.error, SystemError):  # a file OpenCV cannot parse raises, an empty one gives no cascade
+            raise ValueError(f"extract.faces {cascade}: not an OpenCV cascade") from None
         if self.cascade.empty():
             raise ValueError(f"extract.faces {cascade}: not an OpenCV cascade")
         self.neighbours = neighbours

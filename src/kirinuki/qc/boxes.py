@@ -70,6 +70,7 @@ def read_box_gt(path: Path, size: Optional[tuple[int, int]] = None) -> list[Figu
         out.append(Figure((x0, y0, x1, y1), head, f.get("kind")))
     return out
 
+
 MISSED = ("in_merged", "partial", "no_cutout")  # why a figure was not matched, see the docstring
 
 
