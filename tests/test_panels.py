@@ -2,9 +2,11 @@
 import cv2
 import numpy as np
 
-from kirinuki.extract.panels import find_panels, panel_boxes
+from kirinuki.extract.panels import find_panels, outside_panels, panel_boxes
 from kirinuki.extract.run import Models, extract_page
-from kirinuki.extract.segment import load_segmenter
+from kirinuki.extract.segment import TILE_GAP, fit, load_segmenter, tiles
+
+from conftest import build_tiny_isnet, write_card
 
 
 def comic(h=400, w=300):
@@ -65,3 +67,47 @@ def test_a_cut_out_across_a_panel_border_spans_two_panels():
     tip[20:80, 40:94], tip[50:52, 105:107] = True, True  # a few pixels over the border: one panel
     assert panels_spanned(panels, tip) == 1
     assert panels_spanned(np.ones((100, 200), np.int32), mask) == 1  # a page without panels
+
+
+def test_a_figure_outside_the_panels_is_still_cut_out(extract_params):
+    page, _ = comic(h=560)
+    cv2.circle(page, (150, 420), 18, (40, 40, 40), -1)  # a stick figure on the paper below the panels
+    for end in ((110, 550), (190, 550), (105, 450), (195, 450)):
+        cv2.line(page, (150, 480), end, (40, 40, 40), 10)
+    cv2.line(page, (150, 420), (150, 500), (40, 40, 40), 12)
+    panels = find_panels(page)
+    assert panels.max() == 4 and panels[480, 150] == 0
+    box, crop = outside_panels(page, panels)
+    assert box[0] <= 110 and box[2] >= 190 and box[1] <= 405 and box[3] >= 550
+    x0, y0 = box[:2]
+    assert (crop[panels[y0:box[3], x0:box[2]] > 0] == 255).all()  # the panels are painted out
+    labels, chars, _ = extract_page(page, Models(load_segmenter(extract_params)), extract_params)
+    assert labels[480, 150] > 0 and panels[labels == labels[480, 150]].max() == 0
+    assert outside_panels(*comic()[:1], find_panels(comic()[0])) is None  # frames alone are not art
+
+
+def test_tiles_share_the_input_without_touching():
+    for n, aspect in ((2, 2.0), (2, 0.5), (3, 1.0), (4, 1.0)):
+        cells = tiles(n, 64, aspect)
+        grid = np.zeros((64, 64), int)
+        for x0, y0, x1, y1 in cells:
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            grid[y0 - TILE_GAP // 2:y1 + TILE_GAP // 2, x0 - TILE_GAP // 2:x1 + TILE_GAP // 2] += 1
+        assert len(cells) == n and grid.max() == 1  # apart by the gap, no overlap
+    assert tiles(2, 64, 2.0)[0][3] - tiles(2, 64, 2.0)[0][1] > 50  # tall crops: side by side, full height
+    assert fit((100, 50), (0, 0, 40, 40), False) == (0, 0, 40, 40)
+    x0, y0, x1, y1 = fit((100, 50), (0, 0, 40, 40), True)  # letterboxed: in proportion, centred
+    assert (y1 - y0, x1 - x0) == (40, 20) and x0 == 10
+
+
+def test_crops_in_one_pass_come_back_at_their_size(extract_params, tmp_path):
+    model = build_tiny_isnet(tmp_path / "tiny256.onnx", size=256)
+    write_card(model)
+    seg = load_segmenter(extract_params.model_copy(update={"model": model, "input_size": 256}))
+    page, frames = comic()
+    crops = [page[y0:y1, x0:x1] for x0, y0, x1, y1 in frames]
+    one, four = seg.many(crops, 1), seg.many(crops, 4)
+    for crop, a, b in zip(crops, one, four):
+        assert a.shape == b.shape == crop.shape[:2]
+        assert ((a >= 0.5) == (b >= 0.5)).mean() > 0.95  # the tiny model sees ink alike at either scale
+    assert all(np.array_equal(x, y) for x, y in zip(four, seg.many(crops, 4)))

@@ -113,8 +113,11 @@ class ExtractParams(Section):
     core_prob: float = Field(0.9, gt=0, le=1)
     min_core: float = Field(0.5, ge=0, le=1)
     # a comic page is cut into its panels along the gutters (extract/panels.py) and each panel is
-    # segmented on its own, at the model's full input size; false: the whole page at once
-    panels: bool = False
+    # segmented on its own; false: the whole page at once
+    panels: bool = True
+    # panels ISNet sees in one forward pass, as tiles of its input (1: each panel at the full input
+    # size, finer and slower: real manga pages 2.4 s against 1.1 s with 4)
+    panels_per_pass: int = Field(4, ge=1, le=4)
     # learned cue (extract/split.py) that cuts touching characters apart when there is no detector; None = off
     splitter: Optional[Path] = Path("models/splitter.onnx")
     split_peak: float = Field(0.25, gt=0, le=1)  # a centre is a heatmap peak at least this high

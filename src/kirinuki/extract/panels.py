@@ -8,10 +8,13 @@ rectangles or slanted quadrilaterals; a figure drawn on white paper is not) is a
 that is one panel (an illustration, a cover, a CG, or a page whose gutters are all bridged by
 art) gives one panel.
 
-Panel borders are hard boundaries for extraction: each panel is segmented on its own crop, at
-the model's full input size, and no character crosses a gutter.
+Panel borders are hard boundaries for extraction: each panel is segmented on its own crop and no
+character crosses a gutter. The art outside every panel found (a figure drawn over the frames, or
+panels whose gutters the art bridges) is segmented as one more crop, with the panels painted out.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -20,7 +23,10 @@ from scipy import ndimage
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
 
-def find_panels(rgb: np.ndarray, paper: int = 225, seal: float = 0.0015, min_panel: float = 0.015,
+PAPER = 225  # grey level: darker is ink
+
+
+def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_panel: float = 0.015,
                 min_fill: float = 0.6, max_side: int = 1600) -> np.ndarray:
     """HxWx3 uint8 page -> HxW int32 panel map: 0 = gutter, p = panel p, in reading order (rows
     top to bottom, right to left within a row, as manga reads). All ones when the page has fewer
@@ -57,6 +63,20 @@ def _row(stats: np.ndarray, i: int, keep: list[int]) -> int:
 def panel_boxes(panels: np.ndarray) -> list[Box]:
     """Box of each panel 1..n of a panel map."""
     return [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(panels)]
+
+
+def outside_panels(rgb: np.ndarray, panels: np.ndarray, min_ink: float = 0.02) -> Optional[tuple[Box, np.ndarray]]:
+    """The ink outside every panel of a page with panels, when it is at least `min_ink` of the
+    page: (its box, the page cropped to that box with the panels painted white), else None."""
+    outside = panels == 0
+    ink = outside & (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < PAPER)
+    if ink.mean() < min_ink:
+        return None
+    ys, xs = np.nonzero(ink)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    crop = rgb[y0:y1, x0:x1].copy()
+    crop[~outside[y0:y1, x0:x1]] = 255
+    return (x0, y0, x1, y1), crop
 
 
 def panels_spanned(panels: np.ndarray, mask: np.ndarray, min_share: float = 0.1) -> int:

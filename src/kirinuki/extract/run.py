@@ -35,7 +35,7 @@ from kirinuki.extract.faces import FaceDetector, cut_at_faces, load_faces
 from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
-from kirinuki.extract.panels import find_panels, panel_boxes, panels_spanned
+from kirinuki.extract.panels import find_panels, outside_panels, panel_boxes, panels_spanned
 from kirinuki.extract.segment import BoxSegmenter, Segmenter, is_monochrome, load_segmenter
 from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
 
@@ -148,27 +148,32 @@ def _cut(labels: np.ndarray, rgb: np.ndarray, models: Models, params: ExtractPar
     return labels, forward
 
 
-def _regions(rgb: np.ndarray, models: Models, params: ExtractParams):
-    """ISNet's connected components of one image, cut apart by the splitters -> (HxW labels,
-    HxW probability, seconds in forward passes)."""
-    prob, forward = _timed(models.segment, rgb)
+def _regions(rgb: np.ndarray, prob: np.ndarray, models: Models, params: ExtractParams):
+    """ISNet's connected components of one image (`prob`: its foreground), cut apart by the
+    splitters -> (HxW labels, seconds in the splitters' forward passes)."""
     labels = instances_from_mask(prob, params.threshold, params.min_area, params.fill_holes,
                                  params.core_prob, params.min_core)
-    if models.split is not None:
-        labels, seconds = _cut(labels, rgb, models, params)
-        forward += seconds
-    return labels, prob, forward
+    if models.split is None:
+        return labels, 0.0
+    return _cut(labels, rgb, models, params)
 
 
 def _by_panel(rgb: np.ndarray, panels: np.ndarray, models: Models, params: ExtractParams):
-    """_regions of each panel on its own crop (the model sees it at its full input size), kept
-    inside the panel: a gutter is a hard boundary. -> (HxW labels 1..n, HxW probability, seconds)."""
+    """_regions of each panel on its own crop, kept inside the panel (a gutter is a hard
+    boundary), and of the art outside the panels -> (HxW labels 1..n, HxW probability, seconds)."""
     labels = np.zeros(rgb.shape[:2], np.int32)
     prob = np.zeros(rgb.shape[:2], np.float32)
-    forward, n = 0.0, 0
-    for p, (x0, y0, x1, y1) in enumerate(panel_boxes(panels), 1):
+    boxes = panel_boxes(panels)
+    crops = [rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
+    ids = list(range(1, len(boxes) + 1))
+    rest = outside_panels(rgb, panels)
+    if rest is not None:
+        boxes, crops, ids = boxes + [rest[0]], crops + [rest[1]], ids + [0]
+    probs, forward = _timed(models.segment.many, crops, params.panels_per_pass)
+    n = 0
+    for p, (x0, y0, x1, y1), crop, part_prob in zip(ids, boxes, crops, probs):
         inside = panels[y0:y1, x0:x1] == p
-        part, part_prob, seconds = _regions(rgb[y0:y1, x0:x1], models, params)
+        part, seconds = _regions(crop, part_prob, models, params)
         forward += seconds
         part = np.where(inside, part, 0)
         ids = np.unique(part[part > 0])
@@ -187,7 +192,9 @@ def _instances(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extr
         if params.panels and panels.max() >= 2:
             labels, prob, forward = _by_panel(rgb, panels, models, params)
         else:
-            labels, prob, forward = _regions(rgb, models, params)
+            prob, forward = _timed(models.segment, rgb)
+            labels, seconds = _regions(rgb, prob, models, params)
+            forward += seconds
         if models.faces is not None and labels.max():  # last: what the splitters left whole, faces may tell apart
             faces, seconds = _timed(models.faces, rgb)
             labels, forward = cut_at_faces(labels, faces, params.face_reach, panels), forward + seconds

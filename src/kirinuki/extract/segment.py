@@ -26,6 +26,9 @@ class Segmenter(Protocol):
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """rgb: HxWx3 uint8 -> HxW float32 foreground probability in 0..1."""
 
+    def many(self, crops: list[np.ndarray], per_pass: int) -> list[np.ndarray]:
+        """The same for several crops, `per_pass` of them to a forward pass."""
+
 
 class IsnetSegmenter:
     """ISNet (DIS) as ONNX: input [1,3,S,S] float, output [1,1,S,S] in 0..1.
@@ -52,6 +55,65 @@ class IsnetSegmenter:
         (y,) = self.session.run([self.output_name], {self.input_name: x})
         y = y[0, 0, top:top + nh, left:left + nw]
         return np.clip(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+    def many(self, crops: list[np.ndarray], per_pass: int) -> list[np.ndarray]:
+        """Each crop's HxW foreground probability, `per_pass` crops to a forward pass.
+
+        The crops of one pass share the model input as tiles (two: halves, three or four:
+        quadrants), so each is seen at a share of the input size and a page's panels cost one or
+        two passes, not one each; per_pass 1 gives each crop the whole input.
+        """
+        probs = []
+        for g in range(0, len(crops), per_pass):
+            group = crops[g:g + per_pass]
+            if len(group) == 1:
+                probs.append(self(group[0]))
+                continue
+            size = self.prep["size"]
+            canvas = np.full((size, size, 3), 255, np.uint8)
+            placed = []
+            for crop, tile in zip(group, tiles(len(group), size, _aspect(group))):
+                x0, y0, x1, y1 = fit(crop.shape[:2], tile, self.prep["letterbox"])
+                canvas[y0:y1, x0:x1] = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+                placed.append((x0, y0, x1, y1))
+            prob = self(canvas)
+            for crop, (x0, y0, x1, y1) in zip(group, placed):
+                h, w = crop.shape[:2]
+                probs.append(np.clip(cv2.resize(prob[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0))
+        return probs
+
+
+TILE_GAP = 8  # model px of white between tiles, so no region runs from one crop into the next
+
+
+def _aspect(crops: list[np.ndarray]) -> float:
+    """Mean height / width of some crops."""
+    return float(np.mean([c.shape[0] / c.shape[1] for c in crops]))
+
+
+def tiles(n: int, size: int, aspect: float) -> list[tuple[int, int, int, int]]:
+    """n (2..4) tiles (x0, y0, x1, y1) of a size x size input: two halves, side by side for tall
+    crops (aspect = height / width >= 1) and stacked for wide ones, else quadrants in reading
+    order; TILE_GAP apart."""
+    h, g = size // 2, TILE_GAP // 2
+    if n == 2:
+        cells = [(0, 0, h, size), (h, 0, size, size)] if aspect >= 1 else [(0, 0, size, h), (0, h, size, size)]
+    else:
+        cells = [(0, 0, h, h), (h, 0, size, h), (0, h, h, size), (h, h, size, size)][:n]
+    return [(x0 + g, y0 + g, x1 - g, y1 - g) for x0, y0, x1, y1 in cells]
+
+
+def fit(shape: tuple[int, int], tile: tuple[int, int, int, int], letterbox: bool) -> tuple[int, int, int, int]:
+    """Where an HxW crop goes in a tile: stretched over it, or letterboxed (centred, in proportion)
+    for a model that sees its input that way."""
+    x0, y0, x1, y1 = tile
+    if not letterbox:
+        return tile
+    scale = min((x1 - x0) / shape[1], (y1 - y0) / shape[0])
+    nw, nh = max(1, round(shape[1] * scale)), max(1, round(shape[0] * scale))
+    left, top = x0 + (x1 - x0 - nw) // 2, y0 + (y1 - y0 - nh) // 2
+    return left, top, left + nw, top + nh
 
 
 def is_monochrome(rgb: np.ndarray, max_chroma: float) -> bool:
