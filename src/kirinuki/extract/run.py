@@ -165,13 +165,13 @@ def _by_panel(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extra
     prob = np.zeros(rgb.shape[:2], np.float32)
     boxes = panel_boxes(panels)
     crops = [rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
-    ids = list(range(1, len(boxes) + 1))
+    owners = list(range(1, len(boxes) + 1))  # the panel id each crop's pixels must have; 0: outside every panel
     rest = outside_panels(rgb, panels)
     if rest is not None:
-        boxes, crops, ids = boxes + [rest[0]], crops + [rest[1]], ids + [0]
+        boxes, crops, owners = boxes + [rest[0]], crops + [rest[1]], owners + [0]
     probs, forward = _timed(models.segment.many, crops, params.panels_per_pass)
     n = 0
-    for p, (x0, y0, x1, y1), crop, part_prob in zip(ids, boxes, crops, probs):
+    for p, (x0, y0, x1, y1), crop, part_prob in zip(owners, boxes, crops, probs):
         inside = panels[y0:y1, x0:x1] == p
         part, seconds = _regions(crop, part_prob, models, params)
         forward += seconds
