@@ -29,6 +29,16 @@ def test_panels_are_found_in_manga_reading_order():
         assert np.abs(np.subtract(box, frame)).max() <= 2  # the frame line's width
 
 
+def test_a_bubble_across_a_gutter_does_not_join_two_panels():
+    page, frames = comic()
+    cv2.ellipse(page, (80, 195), (40, 25), 0, 0, 360, (255, 255, 255), -1)  # a speech bubble over the gutter
+    cv2.ellipse(page, (80, 195), (40, 25), 0, 0, 360, (0, 0, 0), 2)
+    panels = find_panels(page)
+    assert panels.max() == 4
+    assert panels[100, 80] != panels[300, 80] and panels[100, 80] > 0 and panels[300, 80] > 0
+    assert panels[195, 140] == 0  # the gutter beside the bubble stays gutter
+
+
 def test_an_illustration_is_one_panel():
     rng = np.random.default_rng(0)
     bleed = rng.integers(0, 200, (200, 300, 3), dtype=np.uint8)  # art to every edge: no gutter

@@ -6,7 +6,8 @@ gutter is the paper connected to the page's border; each connected region that i
 and covers at least `min_panel` of the page and `min_fill` of its own box (panels are
 rectangles or slanted quadrilaterals; a figure drawn on white paper is not) is a panel. A page
 that is one panel (an illustration, a cover, a CG, or a page whose gutters are all bridged by
-art) gives one panel.
+art) gives one panel. On a page with framed panels, rows and columns that are mostly gutter are
+gutter even where a bubble or a figure bridges them.
 
 Panel borders are hard boundaries for extraction: each panel is segmented on its own crop and no
 character crosses a gutter. The art outside every panel found (a figure drawn over the frames, or
@@ -27,10 +28,13 @@ PAPER = 225  # grey level: darker is ink
 
 
 def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_panel: float = 0.015,
-                min_fill: float = 0.6, max_side: int = 1600) -> np.ndarray:
+                min_fill: float = 0.6, framed_fill: float = 0.85, bridged: float = 0.3,
+                max_side: int = 1600) -> np.ndarray:
     """HxWx3 uint8 page -> HxW int32 panel map: 0 = gutter, p = panel p, in reading order (rows
     top to bottom, right to left within a row, as manga reads). All ones when the page has fewer
-    than two panels. Works on a copy at most `max_side` px on its longer side."""
+    than two panels. On a page with two panels that fill `framed_fill` of their boxes, a row or
+    column (of the page, then of each part cut off) in which less than `bridged` of the pixels are
+    art is gutter too. Works on a copy at most `max_side` px on its longer side."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -42,9 +46,15 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     framed = cv2.copyMakeBorder(1 - ink, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     _, paper_regions = cv2.connectedComponents(framed, connectivity=4)
     gutter = (paper_regions == paper_regions[0, 0])[1:-1, 1:-1]
-    n, regions, stats, _ = cv2.connectedComponentsWithStats((~gutter).astype(np.uint8), connectivity=4)
-    area, box = stats[:, cv2.CC_STAT_AREA], stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT]
-    keep = [i for i in range(1, n) if area[i] >= min_panel * gutter.size and area[i] >= min_fill * box[i]]
+    n, regions, stats, keep = _panel_regions(~gutter, min_panel, min_fill)
+    if sum(_fill(stats)[i] >= framed_fill for i in keep) >= 2:
+        # two framed rectangles: a comic page. Where a bubble or a figure drawn across a gutter
+        # joins two panels, cut along the rows and columns that are mostly gutter all the same
+        # (not on other pages, where it would cut a figure on white paper, or a bubble, into blocks)
+        art = np.zeros_like(gutter)
+        for y0, y1, x0, x1 in _xy_cut(~gutter, 0, gutter.shape[0], 0, gutter.shape[1], bridged):
+            art[y0:y1, x0:x1] = ~gutter[y0:y1, x0:x1]
+        n, regions, stats, keep = _panel_regions(art, min_panel, min_fill)
     if len(keep) < 2:
         return np.ones((h, w), np.int32)
     order = sorted(keep, key=lambda i: (_row(stats, i, keep), -stats[i, cv2.CC_STAT_LEFT]))
@@ -52,6 +62,43 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     lut[order] = np.arange(1, len(order) + 1)
     panels = lut[regions]
     return cv2.resize(panels, (w, h), interpolation=cv2.INTER_NEAREST) if scale < 1 else panels
+
+
+def _panel_regions(art: np.ndarray, min_panel: float, min_fill: float):
+    """Connected regions of art (n, region map, stats) and the ids of those that are panels."""
+    n, regions, stats, _ = cv2.connectedComponentsWithStats(art.astype(np.uint8), connectivity=4)
+    fill = _fill(stats)
+    return n, regions, stats, [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_panel * art.size
+                               and fill[i] >= min_fill]
+
+
+def _fill(stats: np.ndarray) -> np.ndarray:
+    """Share of its box each connected region covers."""
+    return stats[:, cv2.CC_STAT_AREA] / (stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT])
+
+
+def _runs(keep: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True."""
+    d = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
+
+
+def _xy_cut(art: np.ndarray, y0: int, y1: int, x0: int, x1: int, max_share: float, out=None):
+    """Boxes (y0, y1, x0, x1) left when a box is cut recursively along rows, then columns, in
+    which art covers less than max_share: gutters that a bubble or a figure bridges."""
+    out = [] if out is None else out
+    sub = art[y0:y1, x0:x1]
+    for axis in (1, 0):
+        runs = _runs(sub.mean(axis=axis) >= max_share)
+        if len(runs) >= 2:
+            for a, b in runs:
+                if axis == 1:
+                    _xy_cut(art, y0 + a, y0 + b, x0, x1, max_share, out)
+                else:
+                    _xy_cut(art, y0, y1, x0 + a, x0 + b, max_share, out)
+            return out
+    out.append((y0, y1, x0, x1))
+    return out
 
 
 def _row(stats: np.ndarray, i: int, keep: list[int]) -> int:
