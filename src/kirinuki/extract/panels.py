@@ -74,7 +74,7 @@ def _panel_regions(art: np.ndarray, min_panel: float, min_fill: float):
 
 def _fill(stats: np.ndarray) -> np.ndarray:
     """Share of its box each connected region covers."""
-    return stats[:, cv2.CC_STAT_AREA] / (stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT])
+    return stats[:, cv2.CC_STAT_AREA] / np.maximum(stats[:, cv2.CC_STAT_WIDTH] * stats[:, cv2.CC_STAT_HEIGHT], 1)
 
 
 def _runs(keep: np.ndarray) -> list[tuple[int, int]]:
