@@ -118,6 +118,9 @@ class ExtractParams(Section):
     # panels ISNet sees in one forward pass, as tiles of its input (1: each panel at the full input
     # size, finer and slower: real manga pages 2.4 s against 1.1 s with 4)
     panels_per_pass: int = Field(4, ge=1, le=4)
+    # on a monochrome comic page, a region whose longest dark stroke spans less than this share of
+    # its box is lettering (a speech bubble: extract/lettering.py), no character; 0 = off
+    min_stroke_span: float = Field(0.17, ge=0, lt=1)
     # learned cue (extract/split.py) that cuts touching characters apart when there is no detector; None = off
     splitter: Optional[Path] = Path("models/splitter.onnx")
     split_peak: float = Field(0.25, gt=0, le=1)  # a centre is a heatmap peak at least this high

@@ -9,6 +9,14 @@ def label_dtype(n: int):
     return np.uint8 if n <= 255 else np.uint16
 
 
+def keep_labels(labels: np.ndarray, kept) -> np.ndarray:
+    """Label map with only the ids in `kept` (ascending), renumbered 1..m in that order."""
+    kept = np.asarray(kept, np.int64)
+    lut = np.zeros(int(labels.max()) + 1, label_dtype(len(kept)))
+    lut[kept] = np.arange(1, len(kept) + 1)
+    return lut[labels]
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """HxW bool -> HxW bool with enclosed background regions filled."""
     padded = np.pad(mask, 1).astype(np.uint8)

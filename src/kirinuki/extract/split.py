@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from kirinuki.core.config import ExtractParams
-from kirinuki.core.instances import label_dtype
+from kirinuki.core.instances import keep_labels, label_dtype
 from kirinuki.core.cards import sha256_file
 from kirinuki.extract.sessions import onnx_session
 
@@ -197,9 +197,7 @@ def drop_centreless(labels: np.ndarray, heatmap: np.ndarray, min_centre: float) 
     kept = np.flatnonzero(peak[1:] >= min_centre) + 1
     if len(kept) == n and labels.dtype == label_dtype(n):  # most pages: nothing to drop
         return labels
-    lut = np.zeros(n + 1, label_dtype(len(kept)))
-    lut[kept] = np.arange(1, len(kept) + 1)
-    return lut[labels]
+    return keep_labels(labels, kept)
 
 
 def recover_missed(labels: np.ndarray, heatmap: np.ndarray, offsets: np.ndarray, foreground: np.ndarray,
