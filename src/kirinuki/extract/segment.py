@@ -56,7 +56,6 @@ class IsnetSegmenter:
         y = y[0, 0, top:top + nh, left:left + nw]
         return np.clip(cv2.resize(y, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
-
     def many(self, crops: list[np.ndarray], per_pass: int) -> list[np.ndarray]:
         """Each crop's HxW foreground probability, `per_pass` crops to a forward pass.
 
@@ -64,13 +63,12 @@ class IsnetSegmenter:
         quadrants), so each is seen at a share of the input size and a page's panels cost one or
         two passes, not one each; per_pass 1 gives each crop the whole input.
         """
-        probs = []
+        probs, size = [], self.prep["size"]
         for g in range(0, len(crops), per_pass):
             group = crops[g:g + per_pass]
             if len(group) == 1:
                 probs.append(self(group[0]))
                 continue
-            size = self.prep["size"]
             canvas = np.full((size, size, 3), 255, np.uint8)
             placed = []
             for crop, tile in zip(group, tiles(len(group), size, _aspect(group))):
