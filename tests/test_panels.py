@@ -60,6 +60,7 @@ def test_characters_stay_inside_their_panel(extract_params):
     for c in chars:  # every cut-out lies in one panel, none on the gutter
         inside = panels[labels == c.k]
         assert len(np.unique(inside)) == 1 and inside[0] > 0
+        assert c.frame == panel_boxes(panels)[inside[0] - 1]  # and is framed by it
     again, _, _ = extract_page(page, Models(load_segmenter(params)), params)
     assert again.tobytes() == labels.tobytes()
 
@@ -77,6 +78,19 @@ def test_a_cut_out_across_a_panel_border_spans_two_panels():
     tip[20:80, 40:94], tip[50:52, 105:107] = True, True  # a few pixels over the border: one panel
     assert panels_spanned(panels, tip) == 1
     assert panels_spanned(np.ones((100, 200), np.int32), mask) == 1  # a page without panels
+
+
+def test_a_cut_out_is_framed_by_its_panel_or_the_page():
+    from kirinuki.extract.panels import frame_of, panel_boxes
+    panels = np.zeros((100, 200), np.int32)
+    panels[5:95, 5:95], panels[5:95, 105:195] = 1, 2
+    boxes = panel_boxes(panels)
+    mask = np.zeros((100, 200), bool)
+    mask[20:95, 120:160] = True
+    assert frame_of(panels, mask, boxes, (100, 200)) == (105, 5, 195, 95)
+    mask[:, :] = False
+    mask[0:4, 20:180] = True  # a title above the panels
+    assert frame_of(panels, mask, boxes, (100, 200)) == (0, 0, 200, 100)
 
 
 def test_a_figure_outside_the_panels_is_still_cut_out(extract_params):

@@ -11,7 +11,7 @@ from kirinuki.core.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_
 from kirinuki.quality.features import completeness, features, head_count, neighbour_edge, text_share
 from kirinuki.core.imageio import read_jsonl, write_jsonl, write_png
 from kirinuki.core.instances import bbox, crop_box, cutout
-from kirinuki.quality.score import composite, flags, grade, run_score
+from kirinuki.quality.score import composite, flags, frame_sides, grade, run_score
 
 P = ScoreParams(train_resolution=256)
 MODEL = load_score_model(DEFAULT_SCORE_WEIGHTS)
@@ -109,14 +109,20 @@ def case_cut_by_page_bottom():
     return cut(rgb, draw_figure(rgb, 240, 260, 700))  # legs and skirt run off the page
 
 
-def case_cut_by_frame():
-    """A panel border cuts the figure at the waist in the middle of the page."""
+def case_straight_cut():
+    """The mask ends on a straight line at the waist in the middle of the page, where no frame of
+    the extraction's is (a line drawn across the page, that it did not take for a panel border)."""
     rgb = page_rgb()
     mask = draw_figure(rgb, 240, 60, 500)
     mask[340:] = False
     rgb[340:] = page_rgb()[340:]
     cv2.line(rgb, (0, 340), (479, 340), (20, 20, 20), 3)
     return cut(rgb, mask)
+
+
+def case_cut_by_panel():
+    """The same figure, where the extraction found it in a panel whose frame is that line."""
+    return case_straight_cut()
 
 
 def case_tiny():
@@ -133,14 +139,18 @@ CASES = {
     "two_in_crop": (case_two_in_crop, ["multi_character"], "DE"),
     "two_touching": (case_two_touching, ["multi_character"], "DE"),
     "cut_by_page_bottom": (case_cut_by_page_bottom, [], "ABCDE"),  # framed by the page: no fault
-    "cut_by_frame": (case_cut_by_frame, ["cut_bottom"], "DE"),  # a straight cut inside the page
+    "straight_cut": (case_straight_cut, ["cut_bottom"], "DE"),  # a straight cut inside its frame
+    "cut_by_panel": (case_cut_by_panel, [], "ABCDE"),  # framed by its panel: no fault
     "tiny": (case_tiny, ["too_small"], "ABCDE"),  # an L3 matter: the grade is the extraction's
 }
 
 
+PANEL = {"cut_by_panel": (0, 0, 480, 343)}  # x0, y0, x1, y1 of the frame the extraction found the figure in
+
+
 def score_case(name):
     rgba, mask = CASES[name][0]()
-    f = features(rgba, mask, 0.985, P)  # a confident soft mask, as clean segmentations have
+    f = features(rgba, mask, 0.985, P, frame=PANEL.get(name))  # a confident soft mask, as clean segmentations have
     return f, grade(f, composite([f], MODEL)[0], P)
 
 
@@ -153,7 +163,7 @@ def test_failure_modes(name, data_regression):
     assert g["lora_ok"] == (not g["reasons"] and g["grade"] in "AB") == g["layers"]["l3_lora"]["ok"]
     if set(reasons) & {"black", "empty", "multi_character", "cut_bottom"}:
         assert g["messages"] and g["messages_ja"] and g["quality_ja"] == "低品質"
-    assert g["layers"]["l2_content"]["frame_sides"] == (["bottom"] if name == "cut_by_page_bottom" else [])
+    assert g["layers"]["l2_content"]["frame_sides"] == (["bottom"] if name in ("cut_by_page_bottom", "cut_by_panel") else [])
     data_regression.check({"reasons": g["reasons"], "grade": g["grade"], "score": g["score"],
                            "lora_ok": g["lora_ok"], "layers": g["layers"], "features": f})
 
@@ -211,6 +221,14 @@ def test_straight_cut_inside_the_page_and_page_edge():
     assert completeness(faded)["edge_bottom"] == 0
     assert completeness(faded, band=0.03)["edge_bottom"] > 0.5
     assert completeness(cut_mask[:300], band=0.03)["edge_bottom"] == 0  # well inside the page
+    # the same straight end on the frame of the comic panel it lies in is its framing, not a cut
+    panel = (50, 20, 360, 254)  # x0, y0, x1, y1: the frame's line at y=250..254
+    framed = completeness(cut_mask, band=0.03, frame=panel)
+    assert framed["edge_bottom"] > 0.5 and framed["cut_bottom"] > 0.9
+    f = {**framed, **{k: 0 for k in ("regions", "open_parts", "heads", "neighbour_edge")}, "opaque_share": 0.5,
+         "luma_mean": 0.5, "luma_std": 0.2, "resolution": 1.0}
+    assert "cut_bottom" not in flags(f, P) and "bottom" in frame_sides(f, P)
+    assert "cut_bottom" in flags({**f, **completeness(cut_mask, band=0.03)}, P)  # no frame there: a cut
 
 
 def test_neighbour_edge_where_two_characters_meet():

@@ -206,7 +206,7 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
 
 @app.command()
 def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract output folder(s) whose pages have ground truth"),
-              gt: list[Path] = typer.Option(..., "--gt", help="folder with <stem>_gt.png; repeat for several"),
+              gt: list[Path] = typer.Option(..., "--gt", help="folder with <stem>_gt.png (masks) or <stem>_gt.json (boxes, real pages); repeat for several"),
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="[default: score.weights_file, else the weights shipped with kirinuki]"),
               sources: Optional[list[Path]] = typer.Option(None, "--sources", help="CSV of each page's art source (id + source/author, or sprites as realbench's scenes.csv; repeatable): cross-validate by source"),
               params: Optional[Path] = ParamsOpt):
@@ -216,13 +216,14 @@ def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract outpu
     out = out or p.score.weights_path
     try:
         model = run_calibrate(extract_dirs, gt, p.score, p.calibrate, p.validation.iou_match,
-                              p.validation.good_iou, out, log=lambda m: typer.echo(m, err=True), sources_csv=sources)
+                              p.validation.good_iou, p.validation.clean_iou, out, log=lambda m: typer.echo(m, err=True), sources_csv=sources)
     except CalibrateError as e:
         _fail(str(e))
     prov = model.provenance
     typer.echo(f"fitted on {prov['n_samples']} cut-outs of {prov['n_images']} images -> {out}")
-    for name, figures in prov["fit"].items():
-        typer.echo(f"  {name}: " + "  ".join(f"{k}={v}" for k, v in figures.items()))
+    for name, parts in prov["fit"].items():  # all cut-outs, then by kind of ground truth
+        for part, figures in parts.items():
+            typer.echo(f"  {name} ({part}): " + "  ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @app.command()

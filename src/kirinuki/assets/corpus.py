@@ -28,6 +28,9 @@ from kirinuki.core.imageio import atomic_path
 COLUMNS = ("page", "source", "repo", "commit", "path", "sha256", "licence", "licence_where",
            "kind", "panels", "use", "notes")
 KINDS = {"manga_mono", "manga_colour", "comic_colour", "cover", "cg", "illustration"}
+# evaluation: the licence allows evaluation only (non-commercial); training: it allows a shipped model
+# to be fitted on the page too (`kirinuki calibrate` fits the score weights on these, never on the others)
+USES = ("evaluation", "training")
 LOCAL = "local:realart"
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 TIMEOUT_S = 30.0
@@ -47,7 +50,7 @@ class Offline(RowError):
 
 def read_manifest(manifest: Path) -> list[dict]:
     """The manifest's rows, checked: every column present, unique pages, sha256 of 64 hex
-    digits, a known kind, `use` = evaluation, and a 40-hex commit except for local rows."""
+    digits, a known kind and use (USES), and a 40-hex commit except for local rows."""
     manifest = Path(manifest)
     try:
         with open(manifest, newline="", encoding="utf-8") as f:
@@ -75,8 +78,8 @@ def read_manifest(manifest: Path) -> list[dict]:
             problems.append(f"{where}: sha256 is not 64 hex digits")
         if row.get("kind") not in KINDS:
             problems.append(f"{where}: unknown kind {row.get('kind')!r}")
-        if row.get("use") != "evaluation":
-            problems.append(f"{where}: use must be 'evaluation', not {row.get('use')!r}")
+        if row.get("use") not in USES:
+            problems.append(f"{where}: use must be one of {', '.join(USES)}, not {row.get('use')!r}")
         repo, commit = row.get("repo") or "", (row.get("commit") or "").strip()
         if repo != LOCAL:
             if repo.count("/") != 1 or not all(repo.split("/")):

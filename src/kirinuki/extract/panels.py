@@ -133,3 +133,13 @@ def panels_spanned(panels: np.ndarray, mask: np.ndarray, min_share: float = 0.1)
     ids, counts = np.unique(panels[mask], return_counts=True)
     inside = counts[ids > 0]
     return max(1, int((inside >= min_share * inside.sum()).sum())) if inside.size else 1
+
+
+def frame_of(panels: np.ndarray, mask: np.ndarray, boxes: list[Box], page: tuple[int, int]) -> Box:
+    """The frame a cut-out is drawn in (`panels` and the bool `mask` cropped alike, `boxes` the
+    page's panel_boxes, `page` its height and width): the box of the panel holding most of it, or
+    the page where most of it lies outside every panel. A figure that runs along its frame is
+    framed by it, not cut."""
+    ids, counts = np.unique(panels[mask], return_counts=True)
+    p = int(ids[counts.argmax()]) if ids.size else 0
+    return tuple(int(v) for v in boxes[p - 1]) if p else (0, 0, page[1], page[0])

@@ -36,7 +36,7 @@ from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, sca
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
 from kirinuki.extract.lettering import drop_lettering
-from kirinuki.extract.panels import find_panels, outside_panels, panel_boxes, panels_spanned
+from kirinuki.extract.panels import find_panels, frame_of, outside_panels, panel_boxes, panels_spanned
 from kirinuki.extract.segment import BoxSegmenter, Segmenter, is_monochrome, load_segmenter
 from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
 
@@ -80,7 +80,8 @@ class Char:
     confidence: float  # mean mask probability inside
     predicted_iou: Optional[float]  # SAM's own estimate of its mask's IoU; None for ISNet
     detection_score: Optional[float]  # the detector's confidence in the character's box
-    panels: int = 1  # comic panels it spans (2+: it crosses a panel border; the scorer flags it)
+    panels: int  # comic panels it spans (2+: it crosses a panel border; the scorer flags it)
+    frame: tuple[int, int, int, int]  # x0, y0, x1, y1 of the panel it lies in, or of the page: ending there is framing
 
 
 def boxes_to_masks(fg: np.ndarray, xyxy: np.ndarray, priors: bool = False) -> np.ndarray:
@@ -224,13 +225,15 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
     """
     panels = find_panels(rgb)  # cheap (a few ms); tells a cut-out across panels
     labels, meta, forward = _instances(rgb, panels, models, params)
+    boxes = panel_boxes(panels)
     chars = []
     for k, ((ys, xs), (prob, iou, score)) in enumerate(zip(ndimage.find_objects(labels), meta), start=1):
         mask = labels[ys, xs] == k  # within the character's box: a page-wide mask per character costs more
         box = xs.start, ys.start, xs.stop, ys.stop
         crop = crop_box(box, labels.shape, params.margin)
         chars.append(Char(k, box, crop, int(mask.sum()), cutout(rgb, labels, k, crop),
-                          float(prob[ys, xs][mask].mean()), iou, score, panels_spanned(panels[ys, xs], mask)))
+                          float(prob[ys, xs][mask].mean()), iou, score, panels_spanned(panels[ys, xs], mask),
+                          frame_of(panels[ys, xs], mask, boxes, labels.shape)))
     return labels, chars, forward
 
 
@@ -278,7 +281,7 @@ def process_image(path: Path, out: Path, models: Models, params: ExtractParams, 
         records.append({"image": path.stem, "k": c.k, "bbox": list(c.box), "crop": list(c.crop),
                         "area": c.area, "confidence": round(c.confidence, 4),
                         "predicted_iou": _round(c.predicted_iou), "detection_score": _round(c.detection_score),
-                        "panels": c.panels})
+                        "panels": c.panels, "frame": list(c.frame)})
     for stale in page_dir.glob("char_*.png"):  # left over from an earlier run with more characters
         if int(stale.stem.split("_")[1]) > len(chars):
             stale.unlink()

@@ -1,8 +1,12 @@
 """calibrate: fit the composite score on cut-outs with ground truth -> src/kirinuki/quality/score_weights.yaml.
 
 Samples are the cut-outs of one or more extract folders, each with its features (as the
-scorer computes them) and the IoU of its best ground-truth match (as validate measures
-it). The model is fitted on all of them; the figures it reports are measured both on
+scorer computes them), a target and whether it is good. With mask ground truth (`<stem>_gt.png`,
+composites) the target is the IoU of its best match, as validate measures it, and good is IoU >=
+validate.good_iou. With box ground truth (`<stem>_gt.json`, real pages) the target is the box IoU
+of the figure it is paired with, divided by how many figures it holds (as a mask IoU falls when a
+cut-out holds two), 0 when it is paired with none, and good is cut out cleanly and alone (qc/boxes).
+The model is fitted on all of them; the figures it reports are measured both on
 the fitted data and cross-validated, with folds grouped by source where the pages' sources
 are given (no art source in the training and the held-out part at once), else by image.
 The weights record the extractor whose cut-outs they were fitted on (the records' params
@@ -24,8 +28,9 @@ from scipy.stats import spearmanr
 from kirinuki import __version__
 from kirinuki.quality import boosting
 from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
-from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, write_text
+from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_text
 from kirinuki.quality.score import cutout_features, grade
+from kirinuki.qc.boxes import BoxGTError, index_box_gt, page_box_metrics, read_box_gt
 from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
 
@@ -33,23 +38,47 @@ class CalibrateError(Exception):
     """Calibration cannot run; str() is a one-line reason."""
 
 
-def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, iou_match: float,
-            log: Callable[[str], None]) -> list[dict]:
-    """One sample per cut-out of a page with ground truth: image, k, features, iou, extractor."""
+def _mask_targets(labels_path: Path, gt: Path, iou_match: float, good_iou: float) -> dict[int, tuple[float, bool]]:
+    pred, truth = read_pair(labels_path, gt)
+    return {k: (v, v >= good_iou) for k, v in page_metrics(pred, truth, iou_match)["cutout_iou"].items()}
+
+
+def _box_targets(labels_path: Path, gt: Path, iou_match: float, clean_iou: float) -> dict[int, tuple[float, bool]]:
+    labels = read_label_png(labels_path)
+    try:
+        m = page_box_metrics(labels, read_box_gt(gt, (labels.shape[1], labels.shape[0])), iou_match, clean_iou)
+    except BoxGTError as e:
+        raise BadImage(str(e)) from None
+    paired = {f["cutout"]: f for f in m["figures"] if f["cutout"] is not None}
+    out = {}
+    for k, c in m["cutouts"].items():
+        f = paired.get(k)
+        out[k] = ((f["box_iou"] / max(1, c["holds"]), bool(f["clean"] and c["holds"] == 1)) if f else (0.0, False))
+    return out
+
+
+def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, iou_match: float, good_iou: float,
+            clean_iou: float, log: Callable[[str], None]) -> list[dict]:
+    """One sample per cut-out of a page with ground truth (mask `_gt.png` or box `_gt.json`):
+    image, k, features, iou (the target), good, gt ("mask" or "box"), extractor."""
     extract_dir = Path(extract_dir)
     records = [r for r in read_jsonl(extract_dir / "records.jsonl") if r["image"] in gt_index]
     extractor = {(r["image"], r["k"]): r.get("params_hash") for r in records}
     rows, _ = cutout_features(extract_dir, records, params, log)
-    ious = {}
+    targets = {}
     for image in dict.fromkeys(r["image"] for r in rows):
+        gt = gt_index[image]
         try:
-            pred, gt = read_pair(extract_dir / image / "labels.png", gt_index[image])
+            found = (_box_targets(extract_dir / image / "labels.png", gt, iou_match, clean_iou) if gt.suffix == ".json"
+                     else _mask_targets(extract_dir / image / "labels.png", gt, iou_match, good_iou))
         except BadImage as e:
             log(f"{e}; skipped")
             continue
-        ious.update({(image, k): v for k, v in page_metrics(pred, gt, iou_match)["cutout_iou"].items()})
-    return [{**r, "iou": round(ious[(r["image"], r["k"])], 4), "extractor": extractor[(r["image"], r["k"])]}
-            for r in rows if (r["image"], r["k"]) in ious]
+        kind = "box" if gt.suffix == ".json" else "mask"
+        targets.update({(image, k): (iou, good, kind) for k, (iou, good) in found.items()})
+    return [{**r, "iou": round(targets[key][0], 4), "good": targets[key][1], "gt": targets[key][2],
+             "extractor": extractor[key]}
+            for r in rows if (key := (r["image"], r["k"])) in targets]
 
 
 def fold_of(images: list[str], folds: int, seed: int) -> np.ndarray:
@@ -60,18 +89,20 @@ def fold_of(images: list[str], folds: int, seed: int) -> np.ndarray:
     return np.array([fold[im] for im in images])
 
 
-def read_sources(paths: list[Path]) -> dict[str, tuple[str, ...]]:
-    """Image stem -> the art sources on it, from CSVs with the page in an `id`, `image` or `stem`
-    column and its source in a `source` or `author` column, or a `sprites` column of
-    `source/file;...` (realbench's scenes.csv; the sample data's data/scenes.csv has `author`)."""
+def read_sources(paths: list[Path]) -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    """(image stem -> the art sources on it, the images whose `use` is `evaluation`), from CSVs with
+    the page in an `id`, `image`, `stem` or `page` column and its source in a `source` or `author`
+    column, or a `sprites` column of `source/file;...` (realbench's scenes.csv; the sample data's
+    data/scenes.csv has `author`; corpus/realpages.csv has `page`, `source` and `use`). Art whose
+    licence allows evaluation only (`use` = evaluation) never trains the shipped weights."""
     import csv
-    out = {}
+    out, evaluation = {}, set()
     for path in paths:
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                image = row.get("id") or row.get("image") or row.get("stem")
+                image = row.get("id") or row.get("image") or row.get("stem") or row.get("page")
                 if not image:
-                    raise CalibrateError(f"{path}: needs an `id`, `image` or `stem` column")
+                    raise CalibrateError(f"{path}: needs an `id`, `image`, `stem` or `page` column")
                 if row.get("source") or row.get("author"):
                     found = [row.get("source") or row["author"]]
                 elif "sprites" in row:
@@ -79,7 +110,9 @@ def read_sources(paths: list[Path]) -> dict[str, tuple[str, ...]]:
                 else:
                     raise CalibrateError(f"{path}: needs a `source`, `author` or `sprites` column")
                 out[image] = tuple(sorted(set(found))) or ("unknown",)
-    return out
+                if row.get("use") == "evaluation":
+                    evaluation.add(image)
+    return out, evaluation
 
 
 def source_folds(sources: list[tuple[str, ...]], folds: int, seed: int) -> tuple[np.ndarray, list[set]]:
@@ -93,23 +126,37 @@ def source_folds(sources: list[tuple[str, ...]], folds: int, seed: int) -> tuple
     return np.array([of[group[0]] for group in sources]), held
 
 
-def evaluate(samples: list[dict], predicted: np.ndarray, params: ScoreParams, good_iou: float) -> dict:
+def evaluate(samples: list[dict], predicted: np.ndarray, params: ScoreParams) -> dict:
     """How well final scores (flags applied) built on `predicted` rank and select cut-outs."""
     graded = [grade(s["features"], p, params) for s, p in zip(samples, predicted)]
     iou = np.array([s["iou"] for s in samples])
     score = np.array([g["score"] for g in graded])
     ok = np.array([g["lora_ok"] for g in graded])
-    good = iou >= good_iou
-    return {"score_iou_spearman": round(float(spearmanr(score, iou).statistic), 4),
+    good = np.array([s["good"] for s in samples], bool)
+    return {"n": len(samples), "n_good": int(good.sum()),
+            "score_iou_spearman": round(float(spearmanr(score, iou).statistic), 4),
             "composite_iou_spearman": round(float(spearmanr(predicted, iou).statistic), 4),
             "score_auroc": auroc(score, good), "lora_ok_auroc": auroc(ok, good),
             "lora_ok_count": int(ok.sum()),
-            "lora_ok_precision": round(float(good[ok].mean()), 4) if ok.any() else None}
+            "lora_ok_precision": round(float(good[ok].mean()), 4) if ok.any() else None,
+            "lora_ok_recall": round(float(ok[good].mean()), 4) if good.any() else None}
+
+
+def evaluate_by_gt(samples: list[dict], predicted: np.ndarray, params: ScoreParams) -> dict:
+    """evaluate on all samples and, where both kinds are present, on those with mask ground truth
+    (composites) and with box ground truth (real pages) apart."""
+    out = {"all": evaluate(samples, predicted, params)}
+    kinds = sorted({s["gt"] for s in samples})
+    if len(kinds) > 1:
+        for kind in kinds:
+            sel = np.array([s["gt"] == kind for s in samples])
+            out[kind] = evaluate([s for s, keep in zip(samples, sel) if keep], predicted[sel], params)
+    return out
 
 
 def inputs_digest(samples: list[dict]) -> str:
-    """sha256 of the samples (image, k, features, iou), independent of dates and paths."""
-    keep = ("image", "k", "features", "iou")
+    """sha256 of the samples (image, k, features, iou, good), independent of dates and paths."""
+    keep = ("image", "k", "features", "iou", "good")
     blob = json.dumps(sorted([{k: s[k] for k in keep} for s in samples], key=lambda s: (s["image"], s["k"])),
                       sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -122,17 +169,22 @@ def fit(samples: list[dict], cal: CalibrateParams) -> tuple[float, list]:
 
 
 def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, good_iou: float,
-              sources: list[dict], art_sources: Optional[dict[str, tuple[str, ...]]] = None) -> ScoreModel:
+              sources: list[dict], art_sources: Optional[dict[str, tuple[str, ...]]] = None,
+              evaluation_only: frozenset[str] = frozenset()) -> ScoreModel:
     """Fit the model on samples; provenance records the data, its hash, the extractor and the
-    fit's figures (cross-validated by art source where `art_sources` gives each image's)."""
-    n_good = sum(s["iou"] >= good_iou for s in samples)
+    fit's figures (cross-validated by art source where `art_sources` gives each image's). The
+    samples of `evaluation_only` images are never fitted on: the fitted model is measured on them."""
+    unseen = [s for s in samples if s["image"] in evaluation_only]
+    samples = [s for s in samples if s["image"] not in evaluation_only]
+    n_good = sum(s["good"] for s in samples)
     if len(samples) < cal.min_samples:
         raise CalibrateError(f"{len(samples)} cut-outs with ground truth; calibration needs at least "
                              f"{cal.min_samples} (calibrate.min_samples): fewer give a rank correlation "
                              f"too uncertain to judge the fit")
     if min(n_good, len(samples) - n_good) < cal.min_per_class:
-        raise CalibrateError(f"{n_good} cut-outs at IoU >= {good_iou} and {len(samples) - n_good} below; "
-                             f"calibration needs at least {cal.min_per_class} of each (calibrate.min_per_class)")
+        raise CalibrateError(f"{n_good} good cut-outs (IoU >= {good_iou}, or clean on box ground truth) and "
+                             f"{len(samples) - n_good} others; calibration needs at least {cal.min_per_class} of "
+                             "each (calibrate.min_per_class)")
     unknown = sorted(set(cal.features) - set(samples[0]["features"]))
     if unknown:
         raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
@@ -164,8 +216,8 @@ def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, go
         part = ScoreModel(features=cal.features, base=base, learning_rate=cal.learning_rate, trees=trees)
         held_out[fold == i] = composite_of(test, part)
         if art_sources is not None and len(test) >= 10:
-            folds_fit.append({"held_out_sources": sorted(held[i]), "n": len(test), "train_n": len(train),
-                              **evaluate(test, held_out[fold == i], params, good_iou)})
+            folds_fit.append({"held_out_sources": sorted(held[i]), "train_n": len(train),
+                              **evaluate(test, held_out[fold == i], params)})
     base, trees = fit(samples, cal)
     model = ScoreModel(features=cal.features, base=base, learning_rate=cal.learning_rate, trees=trees)
     provenance = {
@@ -173,9 +225,13 @@ def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, go
         "n_good": n_good, "good_iou": good_iou, "inputs_sha256": inputs_digest(samples),
         "calibrate_params": cal.model_dump(mode="json"), "score_params_sha": params.digest(),
         "kirinuki": __version__, "extractor": sorted({str(s.get("extractor")) for s in samples}),
-        "fit": {"in_sample": evaluate(samples, composite_of(samples, model), params, good_iou),
-                how: evaluate(samples, held_out, params, good_iou)},
+        "fit": {"in_sample": evaluate_by_gt(samples, composite_of(samples, model), params),
+                how: evaluate_by_gt(samples, held_out, params)},
     }
+    if unseen:
+        provenance["fit"]["evaluation_only"] = evaluate_by_gt(unseen, composite_of(unseen, model), params)
+        provenance["evaluation_only"] = {"n_samples": len(unseen), "n_images": len({s["image"] for s in unseen}),
+                                         "inputs_sha256": inputs_digest(unseen)}
     if folds_fit:
         provenance["folds"] = folds_fit
     return model.model_copy(update={"provenance": provenance})
@@ -207,16 +263,17 @@ def to_yaml(model: ScoreModel) -> str:
 
 
 def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScoreParams, cal: CalibrateParams,
-                  iou_match: float, good_iou: float, out: Path,
+                  iou_match: float, good_iou: float, clean_iou: float, out: Path,
                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                   sources_csv: Optional[list[Path]] = None) -> ScoreModel:
-    """Collect samples from every extract folder (ground truth from any of gt_dirs), fit, write `out`;
-    `sources_csv` names each page's art sources, for folds by source."""
+    """Collect samples from every extract folder (ground truth from any of gt_dirs: masks, else
+    boxes), fit, write `out`; `sources_csv` names each page's art sources, for folds by source, and
+    the pages for evaluation only."""
     gt_index: dict[str, Path] = {}
     for gt_dir in gt_dirs:
         if not Path(gt_dir).is_dir():
             raise CalibrateError(f"{gt_dir}: no such ground-truth folder")
-        for stem, path in index_gt(Path(gt_dir)).items():
+        for stem, path in {**index_box_gt(Path(gt_dir)), **index_gt(Path(gt_dir))}.items():
             if stem in gt_index:
                 raise CalibrateError(f"{path}: same image name as {gt_index[stem]}")
             gt_index[stem] = path
@@ -224,10 +281,11 @@ def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScorePa
     for extract_dir in extract_dirs:
         if not (Path(extract_dir) / "records.jsonl").is_file():
             raise CalibrateError(f"{extract_dir}: no records.jsonl (not an extract output folder)")
-        found = collect(extract_dir, gt_index, params, iou_match, log)
+        found = collect(extract_dir, gt_index, params, iou_match, good_iou, clean_iou, log)
         sources.append({"extract": str(extract_dir), "gt": [str(g) for g in gt_dirs], "cutouts": len(found),
                         "images": len({s["image"] for s in found})})
         samples += found
-    model = calibrate(samples, params, cal, good_iou, sources, read_sources(sources_csv) if sources_csv else None)
+    art_sources, evaluation_only = read_sources(sources_csv) if sources_csv else (None, set())
+    model = calibrate(samples, params, cal, good_iou, sources, art_sources, frozenset(evaluation_only))
     write_text(out, to_yaml(model))
     return model

@@ -13,7 +13,7 @@ not pixel count, and this keeps a cut-out well under the 50 ms budget.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -133,7 +133,7 @@ def characters(alpha_small: np.ndarray, params: ScoreParams) -> dict:
     return f
 
 
-# --- completeness: is the body cut by the page edge or a straight border ---------------------
+# --- completeness: is the body cut by its frame (panel or page) or a straight border ------------
 
 def _straight_run(ends: np.ndarray, valid: np.ndarray, tol: int) -> float:
     """Longest stretch of adjacent lines (columns or rows) whose outermost mask pixel lies on
@@ -154,12 +154,12 @@ def _straight_run(ends: np.ndarray, valid: np.ndarray, tol: int) -> float:
     return float((stops - starts + 1).max() / valid.sum())
 
 
-def completeness(page_mask: np.ndarray, band: float = 0.0) -> dict:
-    """Per side: `edge_<side>`, the share of the character's extent lying on that page edge
-    (within `band` x the page's size of it: a model's mask often fades out just short of
-    the edge where the body runs on), and `cut_<side>`, the share ending on one straight
-    line (a page edge, panel border or a frame that cut the figure). A whole figure ends
-    in curves: both stay small."""
+def completeness(page_mask: np.ndarray, band: float = 0.0, frame: Optional[Sequence[int]] = None) -> dict:
+    """Per side: `edge_<side>`, the share of the character's extent lying on that side of its
+    frame (`frame` x0, y0, x1, y1: the comic panel it was found in; None: the page), within `band`
+    x the page's size of it (a model's mask often fades out just short of the edge where the body
+    runs on); and `cut_<side>`, the share ending on one straight line (a frame, or the extractor,
+    cut the figure). A whole figure ends in curves: both stay small."""
     ys, xs = np.nonzero(page_mask)
     if len(xs) == 0:
         return {**{f"edge_{s}": 0.0 for s in SIDES}, **{f"cut_{s}": 0.0 for s in SIDES}}
@@ -168,14 +168,15 @@ def completeness(page_mask: np.ndarray, band: float = 0.0) -> dict:
     h, w = m.shape
     H, W = page_mask.shape
     by, bx = max(1, round(band * H)), max(1, round(band * W))
+    fx0, fy0, fx1, fy1 = frame if frame is not None else (0, 0, W, H)
     rows, cols = m.any(axis=1), m.any(axis=0)
     first_x, last_x = m.argmax(axis=1), w - 1 - m[:, ::-1].argmax(axis=1)
     first_y, last_y = m.argmax(axis=0), h - 1 - m[::-1].argmax(axis=0)
     tol = max(2, round(0.01 * max(h, w)))
-    f = {"edge_left": page_mask[y0:y1, :bx].any(axis=1).sum() / h,
-         "edge_top": page_mask[:by, x0:x1].any(axis=0).sum() / w,
-         "edge_right": page_mask[y0:y1, W - bx:].any(axis=1).sum() / h,
-         "edge_bottom": page_mask[H - by:, x0:x1].any(axis=0).sum() / w,
+    f = {"edge_left": page_mask[y0:y1, max(0, fx0):fx0 + bx].any(axis=1).sum() / h,
+         "edge_top": page_mask[max(0, fy0):fy0 + by, x0:x1].any(axis=0).sum() / w,
+         "edge_right": page_mask[y0:y1, max(0, fx1 - bx):fx1].any(axis=1).sum() / h,
+         "edge_bottom": page_mask[max(0, fy1 - by):fy1, x0:x1].any(axis=0).sum() / w,
          "cut_left": _straight_run(first_x, rows, tol), "cut_top": _straight_run(first_y, cols, tol),
          "cut_right": _straight_run(last_x, rows, tol), "cut_bottom": _straight_run(last_y, cols, tol)}
     return {k: _r4(v) for k, v in f.items()}
@@ -247,19 +248,20 @@ def text_share(rgba_small: np.ndarray, glyph_px: tuple[float, float]) -> float:
 # --- all together --------------------------------------------------------------------------------
 
 def features(rgba: np.ndarray, page_mask: np.ndarray, confidence: float, params: ScoreParams,
-             labels: Optional[np.ndarray] = None) -> dict:
+             labels: Optional[np.ndarray] = None, frame: Optional[Sequence[int]] = None) -> dict:
     """Every feature of one cut-out (flat dict of numbers, stable names).
 
     rgba: hxwx4 cut-out; page_mask: HxW bool, this character on its page; confidence:
     mean soft-mask probability inside the character (records.jsonl); labels: HxW, the page's
-    label map (None: no other character).
+    label map (None: no other character); frame: x0, y0, x1, y1 of the panel it lies in (records.jsonl;
+    None: the page).
     """
     alpha = rgba[..., 3] > 127
     s = shape_scale(alpha.shape)
     alpha_small = _resize(alpha.astype(np.uint8), s, cv2.INTER_NEAREST) > 0
     rgba_small = _resize(rgba, s, cv2.INTER_NEAREST)
     f = {"confidence": _r4(confidence), **content(rgba, page_mask), **palette(rgba_small[..., :3], alpha_small),
-         **characters(alpha_small, params), **completeness(page_mask, params.edge_band), **resolution(alpha, params),
+         **characters(alpha_small, params), **completeness(page_mask, params.edge_band, frame), **resolution(alpha, params),
          **outline(alpha_small)}
     page_short = min(page_mask.shape)
     f["text_share"] = _r4(text_share(rgba_small, (0.008 * page_short * s, 0.06 * page_short * s)))

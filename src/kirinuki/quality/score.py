@@ -2,10 +2,11 @@
 
 - L1 extraction quality: the fitted model's predicted IoU (quality/score_weights.yaml,
   `kirinuki calibrate`); the grade is its band. An extraction fault (two characters in one
-  cut-out, a cut-out across a panel border, a straight cut through the body inside the page, an
+  cut-out, a cut-out across a panel border, a straight cut through the body inside its panel, an
   outline along another character) caps it at D, scaled into the D/E band so the order holds.
-- L2 content checks: black or empty (score 0, E), how many heads, and which sides the page's
-  own frame cuts. A figure cut by the page edge has that framing and no fault.
+- L2 content checks: black or empty (score 0, E), how many heads, and which sides its own frame
+  (the page, or the comic panel it was found in) cuts. A figure cut there has that framing and
+  no fault.
 - L3 LoRA suitability (`lora_ok`): grade in `lora_ok_grades`, no fault, not black or empty,
   and a short side of at least `small_ratio` x `train_resolution`.
 Reasons are stable identifiers; `reasons` lists everything that keeps a cut-out from lora_ok.
@@ -34,8 +35,8 @@ MESSAGES = {  # reason -> (English, Japanese)
     "too_small": ("too small for the training resolution", "学習解像度に対して小さすぎる"),
     "spans_panels": ("the cut-out crosses a panel border (figures of two panels merged)",
                      "コマ枠をまたいでいる（複数のコマのキャラクターが結合）"),
-    **{f"cut_{s}": (f"body cut off at the {s} by a straight line inside the page (the extractor, or a panel frame)",
-                    f"{_SIDE_JA[s]}側で体が直線で切れている（切り抜きの失敗、またはコマ枠）") for s in SIDES},
+    **{f"cut_{s}": (f"body cut off at the {s} by a straight line inside its panel or page (the extractor cut it)",
+                    f"{_SIDE_JA[s]}側で体が直線で切れている（切り抜きの失敗）") for s in SIDES},
 }
 FAULTS = ("multi_character", "spans_panels", "touches_character", *(f"cut_{s}" for s in SIDES))  # L1: capped at D
 CONTENT = ("empty", "black")  # L2: score 0, grade E
@@ -51,7 +52,7 @@ class ScoreError(Exception):
 
 
 def frame_sides(f: dict, params: ScoreParams) -> list[str]:
-    """The sides where the figure runs along the page's own edge: its framing, not a fault."""
+    """The sides where the figure runs along its frame (its panel or the page): its framing, not a fault."""
     return [side for side in SIDES if f[f"edge_{side}"] >= params.min_edge_run]
 
 
@@ -68,7 +69,7 @@ def flags(f: dict, params: ScoreParams) -> list[str]:
     if f.get("panels", 1) > 1:  # extraction's count of the comic panels it spans
         out.append("spans_panels")
     framed = frame_sides(f, params)
-    for side in SIDES:  # a straight end inside the page; along the page edge it is the framing
+    for side in SIDES:  # a straight end inside the frame; along the frame it is the framing
         straight = params.min_cut_horizontal if side in ("top", "bottom") else params.min_cut_vertical
         if side not in framed and f[f"cut_{side}"] >= straight:
             out.append(f"cut_{side}")
@@ -135,7 +136,7 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
             continue
         start = time.perf_counter()
         page = labels[rec["image"]]
-        f = features(rgba, page == rec["k"], rec["confidence"], params, labels=page)
+        f = features(rgba, page == rec["k"], rec["confidence"], params, labels=page, frame=rec.get("frame"))
         f["panels"] = int(rec.get("panels", 1))  # from extraction, which sees the page
         seconds.append(time.perf_counter() - start)
         rows.append({"image": rec["image"], "k": rec["k"], "features": f})
