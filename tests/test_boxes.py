@@ -86,10 +86,10 @@ def test_box_gt_is_checked(tmp_path):
 
 def test_the_grade_against_boxes():
     from kirinuki.qc.validate import box_grade_summary
-    cutouts = [{"image": "p", "k": 1, "group": "a", "box_iou": 0.9, "clean": True, "holds": 1, "false": False},
-               {"image": "p", "k": 2, "group": "a", "box_iou": 0.8, "clean": True, "holds": 1, "false": False},
-               {"image": "p", "k": 3, "group": "a", "box_iou": 0.3, "clean": False, "holds": 2, "false": False},
-               {"image": "p", "k": 4, "group": "a", "box_iou": 0.0, "clean": False, "holds": 0, "false": True}]
+    cutouts = [{"image": "p", "k": 1, "group": "a", "box_iou": 0.9, "target": 0.9, "clean": True, "holds": 1, "false": False},
+               {"image": "p", "k": 2, "group": "a", "box_iou": 0.8, "target": 0.8, "clean": True, "holds": 1, "false": False},
+               {"image": "p", "k": 3, "group": "a", "box_iou": 0.3, "target": 0.15, "clean": False, "holds": 2, "false": False},
+               {"image": "p", "k": 4, "group": "a", "box_iou": 0.0, "target": 0.0, "clean": False, "holds": 0, "false": True}]
     scores = {("p", 1): {"score": 0.9, "grade": "A", "lora_ok": True},
               ("p", 2): {"score": 0.5, "grade": "D", "lora_ok": False},
               ("p", 3): {"score": 0.6, "grade": "C", "lora_ok": False},
@@ -98,5 +98,5 @@ def test_the_grade_against_boxes():
     assert (g["n"], g["clean"], g["lora_ok_count"], g["lora_ok_precision"], g["lora_ok_recall"]) == (4, 2, 1, 1.0, 0.5)
     assert (g["clean_graded_d_or_e"], g["merged"], g["merged_graded_d_or_e"]) == (1, 1, 0)
     assert (g["no_figure"], g["no_figure_graded_d_or_e"]) == (1, 1)
-    assert g["score_auroc_clean"] == 0.75 and g["score_box_iou_spearman"] == 0.8
+    assert g["score_auroc_clean"] == 0.75 and g["score_box_spearman"] == 0.8
     assert box_grade_summary(cutouts[:2], scores) == {"n": 2}

@@ -157,6 +157,21 @@ def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float
     }
 
 
+def cutout_quality(m: dict) -> dict[int, dict]:
+    """Per cut-out k of page_box_metrics' result: `box_iou` with the figure it is paired with (0:
+    none), `target` = that box IoU shared among the figures it holds (as a mask IoU falls when a
+    cut-out holds two; what the score is fitted to and measured against), `clean` (its figure is
+    cut out cleanly and it holds no other), `holds` and `false`."""
+    paired = {f["cutout"]: f for f in m["figures"] if f["cutout"] is not None}
+    out = {}
+    for k, c in m["cutouts"].items():
+        f = paired.get(k)
+        iou = f["box_iou"] if f else 0.0
+        out[k] = {"box_iou": iou, "target": round(iou / max(1, c["holds"]), 4),
+                  "clean": bool(f and f["clean"] and c["holds"] == 1), "holds": c["holds"], "false": c["false"]}
+    return out
+
+
 def summarize_boxes(pages: list[dict]) -> dict:
     """Corpus figures from page_box_metrics results (each with an "image" key)."""
     total = {k: sum(p[k] for p in pages) for k in ("n_figures", "n_cutouts", "matched", "clean",
@@ -186,7 +201,7 @@ def box_rows(extract_dir: Path, gt_index: dict[str, Path], gt_root: Path, iou_ma
     folder of its ground truth under `gt_root`, e.g. one per artist) and whether extraction found
     it monochrome; one row per cut-out of those pages: its best box IoU with the figure it was
     matched to, whether that figure is cut out cleanly and alone, how many figures it holds, and
-    whether it holds none). A page whose ground truth cannot be used is logged and left out."""
+    whether it holds none: cutout_quality). A page whose ground truth cannot be used is logged and left out."""
     rows, cutouts = [], []
     for labels_path in sorted(Path(extract_dir).glob("*/labels.png")):
         stem = labels_path.parent.name
@@ -204,12 +219,7 @@ def box_rows(extract_dir: Path, gt_index: dict[str, Path], gt_root: Path, iou_ma
         group = gt.parent.relative_to(gt_root).as_posix() if gt.parent != Path(gt_root) else ""
         rows.append({"image": stem, "group": group, "monochrome": mono,
                      **{k: v for k, v in m.items() if k not in ("figures", "cutouts")}})
-        best = {f["cutout"]: f for f in m["figures"] if f["cutout"] is not None}
-        for k, c in m["cutouts"].items():
-            f = best.get(k)
-            cutouts.append({"image": stem, "k": k, "group": group, "box_iou": f["box_iou"] if f else 0.0,
-                            "clean": bool(f and f["clean"] and c["holds"] == 1), "holds": c["holds"],
-                            "false": c["false"]})
+        cutouts += [{"image": stem, "k": k, "group": group, **q} for k, q in cutout_quality(m).items()]
     return rows, cutouts
 
 

@@ -4,8 +4,8 @@ Samples are the cut-outs of one or more extract folders, each with its features 
 scorer computes them), a target and whether it is good. With mask ground truth (`<stem>_gt.png`,
 composites) the target is the IoU of its best match, as validate measures it, and good is IoU >=
 validate.good_iou. With box ground truth (`<stem>_gt.json`, real pages) the target is the box IoU
-of the figure it is paired with, divided by how many figures it holds (as a mask IoU falls when a
-cut-out holds two), 0 when it is paired with none, and good is cut out cleanly and alone (qc/boxes).
+of the figure it is paired with, shared among the figures it holds, and good is cut out cleanly
+and alone (boxes.cutout_quality).
 The model is fitted on all of them; the figures it reports are measured both on
 the fitted data and cross-validated, with folds grouped by source where the pages' sources
 are given (no art source in the training and the held-out part at once), else by image.
@@ -30,7 +30,7 @@ from kirinuki.quality import boosting
 from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
 from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_text
 from kirinuki.quality.score import cutout_features, grade
-from kirinuki.qc.boxes import BoxGTError, index_box_gt, page_box_metrics, read_box_gt
+from kirinuki.qc.boxes import BoxGTError, cutout_quality, index_box_gt, page_box_metrics, read_box_gt
 from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
 
@@ -49,12 +49,7 @@ def _box_targets(labels_path: Path, gt: Path, iou_match: float, clean_iou: float
         m = page_box_metrics(labels, read_box_gt(gt, (labels.shape[1], labels.shape[0])), iou_match, clean_iou)
     except BoxGTError as e:
         raise BadImage(str(e)) from None
-    paired = {f["cutout"]: f for f in m["figures"] if f["cutout"] is not None}
-    out = {}
-    for k, c in m["cutouts"].items():
-        f = paired.get(k)
-        out[k] = ((f["box_iou"] / max(1, c["holds"]), bool(f["clean"] and c["holds"] == 1)) if f else (0.0, False))
-    return out
+    return {k: (q["target"], q["clean"]) for k, q in cutout_quality(m).items()}
 
 
 def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, iou_match: float, good_iou: float,

@@ -386,14 +386,14 @@ def _failure_modes(per_cutout: pd.DataFrame) -> tuple[dict, dict]:
 
 
 def box_grade_summary(cutouts: list[dict], scores: dict[tuple[str, int], dict]) -> dict:
-    """How the grade reads the cut-outs of pages with box ground truth: Spearman(score, box IoU),
-    AUROC for a clean single figure, lora_ok against "clean", and how many clean, merged (two
+    """How the grade reads the cut-outs of pages with box ground truth: Spearman(score, target: the
+    box IoU shared among the figures held, boxes.cutout_quality), AUROC for a clean single figure, lora_ok against "clean", and how many clean, merged (two
     figures or more) and figure-less cut-outs were graded D or E."""
     rows = [(c, scores[(c["image"], c["k"])]) for c in cutouts if (c["image"], c["k"]) in scores]
     if len(rows) < 3:
         return {"n": len(rows)}
     score = np.array([s["score"] for _, s in rows])
-    iou = np.array([c["box_iou"] for c, _ in rows])
+    iou = np.array([c["target"] for c, _ in rows])
     clean = np.array([c["clean"] for c, _ in rows])
     ok = np.array([bool(s["lora_ok"]) for _, s in rows])
     low = np.array([s["grade"] in ("D", "E") for _, s in rows])
@@ -401,7 +401,7 @@ def box_grade_summary(cutouts: list[dict], scores: dict[tuple[str, int], dict]) 
     none = np.array([c["false"] for c, _ in rows])
     rho = spearmanr(score, iou).statistic
     return {"n": len(rows), "clean": int(clean.sum()),
-            "score_box_iou_spearman": None if np.isnan(rho) else round(float(rho), 4),
+            "score_box_spearman": None if np.isnan(rho) else round(float(rho), 4),
             "score_auroc_clean": auroc(score, clean), "lora_ok_count": int(ok.sum()),
             "lora_ok_precision": _ratio((ok & clean).sum(), ok.sum()), "lora_ok_recall": _ratio((ok & clean).sum(), clean.sum()),
             "clean_graded_d_or_e": int((clean & low).sum()), "merged": int(merged.sum()),
