@@ -131,9 +131,10 @@ def case_tiny():
 
 
 # name: (builder, reasons it must have (none: no reason at all), grades it may get). The composite is fitted on real
-# composites; a drawn test figure lies outside them, so a clean one may land in A to C.
+# art; a drawn test figure lies outside it, so a clean one may land in A to D: what must hold is that it scores
+# above every case with a fault (test_a_clean_figure_scores_above_every_fault).
 CASES = {
-    "clean": (case_clean, [], "ABC"),
+    "clean": (case_clean, [], "ABCD"),
     "black": (case_black, ["black"], "E"),
     "transparent": (case_transparent, ["empty"], "E"),
     "two_in_crop": (case_two_in_crop, ["multi_character"], "DE"),
@@ -152,6 +153,13 @@ def score_case(name):
     rgba, mask = CASES[name][0]()
     f = features(rgba, mask, 0.985, P, frame=PANEL.get(name))  # a confident soft mask, as clean segmentations have
     return f, grade(f, composite([f], MODEL)[0], P)
+
+
+def test_a_clean_figure_scores_above_every_fault():
+    clean = score_case("clean")[1]["score"]
+    faulty = {name: score_case(name)[1]["score"] for name, (_, reasons, _) in CASES.items()
+              if set(reasons) & {"black", "empty", "multi_character", "cut_bottom"}}
+    assert all(clean > s for s in faulty.values()), (clean, faulty)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -35,7 +35,7 @@ from kirinuki.extract.faces import FaceDetector, cut_at_faces, load_faces
 from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
-from kirinuki.extract.lettering import drop_lettering
+from kirinuki.extract.lettering import cut_balloons, drop_lettering
 from kirinuki.extract.panels import find_panels, frame_of, outside_panels, panel_boxes, panels_spanned
 from kirinuki.extract.segment import BoxSegmenter, Segmenter, is_monochrome, load_segmenter
 from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
@@ -194,7 +194,7 @@ def _instances(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extr
         if params.panels and panels.max() >= 2:
             labels, prob, forward = _by_panel(rgb, panels, models, params)
             if is_monochrome(rgb, params.mono_chroma):  # a manga page: bubbles; on colour pages light figures have few dark strokes
-                labels = drop_lettering(labels, rgb, params.min_stroke_span)
+                labels = cut_balloons(drop_lettering(labels, rgb, params.min_stroke_span), rgb)
         else:
             prob, forward = _timed(models.segment, rgb)
             labels, seconds = _regions(rgb, prob, models, params)
