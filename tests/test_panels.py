@@ -135,3 +135,26 @@ def test_crops_in_one_pass_come_back_at_their_size(extract_params, tmp_path):
         assert a.shape == b.shape == crop.shape[:2]
         assert ((a >= 0.5) == (b >= 0.5)).mean() > 0.95  # the tiny model sees ink alike at either scale
     assert all(np.array_equal(x, y) for x, y in zip(four, seg.many(crops, 4)))
+
+
+def test_a_manga_page_recovers_weaker_centres(extract_params, monkeypatch):
+    """On a monochrome comic page the splitter's recovery takes centres from manga_recover_peak;
+    on a colour one, from recover_peak."""
+    import kirinuki.extract.run as run
+    from test_split import FixedSplitter
+    peaks = []
+
+    def spy(labels, heat, offsets, fg, peak, *rest):
+        peaks.append(peak)
+        return labels
+    monkeypatch.setattr(run, "recover_missed", spy)
+    params = extract_params.model_copy(update={"recover_peak": 0.4, "manga_recover_peak": 0.2, "min_area": 0.0})
+    page, _ = comic()
+    models = Models(load_segmenter(params), split=FixedSplitter([(0, 0)], (1, 1)))  # a centre on no view
+    extract_page(page, models, params)
+    assert peaks and set(peaks) == {0.2}
+    peaks.clear()
+    colour = page.copy()
+    colour[np.all(page == 90, axis=2)] = (200, 60, 40)  # the same figures in red
+    extract_page(colour, models, params)
+    assert peaks and set(peaks) == {0.4}

@@ -128,6 +128,8 @@ class ExtractParams(Section):
     split_separation: float = Field(0.3, ge=0)  # centres closer than this x sqrt(region area) are one character
     min_centre: float = Field(0.06, ge=0, le=1)  # a region whose heatmap stays below this holds no character; 0 = off
     recover_peak: float = Field(0.4, ge=0, le=1)  # a centre this strong on no region is a missed character; 0 = off
+    # ... on a monochrome comic page, where ISNet misses most line-art figures and the splitter sees them
+    manga_recover_peak: float = Field(0.3, ge=0, le=1)
     # the same cue trained on heads (`train-splitter --centre head`), cutting before it; with it only; None = off
     head_splitter: Optional[Path] = Path("models/head_splitter.onnx")
     head_peak: float = Field(0.4, gt=0, le=1)

@@ -192,8 +192,11 @@ def _instances(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extr
     IoU, detection score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
         if params.panels and panels.max() >= 2:
+            manga = is_monochrome(rgb, params.mono_chroma)  # bubbles; on colour pages light figures have few dark strokes
+            if manga:
+                params = params.model_copy(update={"recover_peak": params.manga_recover_peak})
             labels, prob, forward = _by_panel(rgb, panels, models, params)
-            if is_monochrome(rgb, params.mono_chroma):  # a manga page: bubbles; on colour pages light figures have few dark strokes
+            if manga:
                 labels = cut_balloons(drop_lettering(labels, rgb, params.min_stroke_span), rgb)
         else:
             prob, forward = _timed(models.segment, rgb)
