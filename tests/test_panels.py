@@ -81,16 +81,16 @@ def test_a_cut_out_across_a_panel_border_spans_two_panels():
 
 
 def test_a_cut_out_is_framed_by_its_panel_or_the_page():
-    from kirinuki.extract.panels import frame_of, panel_boxes
+    from kirinuki.extract.panels import panel_boxes, placement
     panels = np.zeros((100, 200), np.int32)
     panels[5:95, 5:95], panels[5:95, 105:195] = 1, 2
     boxes = panel_boxes(panels)
     mask = np.zeros((100, 200), bool)
     mask[20:95, 120:160] = True
-    assert frame_of(panels, mask, boxes, (100, 200)) == (105, 5, 195, 95)
+    assert placement(panels, mask, boxes, (100, 200)) == (1, (105, 5, 195, 95))
     mask[:, :] = False
     mask[0:4, 20:180] = True  # a title above the panels
-    assert frame_of(panels, mask, boxes, (100, 200)) == (0, 0, 200, 100)
+    assert placement(panels, mask, boxes, (100, 200)) == (1, (0, 0, 200, 100))
 
 
 def test_a_figure_outside_the_panels_is_still_cut_out(extract_params):

@@ -126,20 +126,25 @@ def outside_panels(rgb: np.ndarray, panels: np.ndarray, min_ink: float = 0.02) -
     return (x0, y0, x1, y1), crop
 
 
+def _spanned(counts: np.ndarray, min_share: float) -> int:
+    inside = counts[1:][counts[1:] > 0]  # pixels per panel it touches; 0 is outside every panel
+    return max(1, int((inside >= min_share * inside.sum()).sum())) if inside.size else 1
+
+
 def panels_spanned(panels: np.ndarray, mask: np.ndarray, min_share: float = 0.1) -> int:
     """How many panels hold at least `min_share` of a cut-out's pixels that lie in a panel
     (`panels` and the bool `mask` cropped alike); 1 on a page without panels. Two or more: the
     cut-out crosses a panel border, which a single figure seldom does."""
-    ids, counts = np.unique(panels[mask], return_counts=True)
-    inside = counts[ids > 0]
-    return max(1, int((inside >= min_share * inside.sum()).sum())) if inside.size else 1
+    return _spanned(np.bincount(panels[mask]), min_share)
 
 
-def frame_of(panels: np.ndarray, mask: np.ndarray, boxes: list[Box], page: tuple[int, int]) -> Box:
-    """The frame a cut-out is drawn in (`panels` and the bool `mask` cropped alike, `boxes` the
-    page's panel_boxes, `page` its height and width): the box of the panel holding most of it, or
-    the page where most of it lies outside every panel. A figure that runs along its frame is
-    framed by it, not cut."""
-    ids, counts = np.unique(panels[mask], return_counts=True)
-    p = int(ids[counts.argmax()]) if ids.size else 0
-    return tuple(int(v) for v in boxes[p - 1]) if p else (0, 0, page[1], page[0])
+def placement(panels: np.ndarray, mask: np.ndarray, boxes: list[Box], page: tuple[int, int],
+              min_share: float = 0.1) -> tuple[int, Box]:
+    """(panels_spanned, frame) of a cut-out, counting its pixels once (`panels` and the bool `mask`
+    cropped alike, `boxes` the page's panel_boxes, `page` its height and width). The frame is the
+    box of the panel holding most of it, or the page where most of it lies outside every panel: a
+    figure that runs along its frame is framed by it, not cut."""
+    counts = np.bincount(panels[mask])
+    p = int(counts.argmax()) if counts.size else 0
+    frame = tuple(int(v) for v in boxes[p - 1]) if p else (0, 0, page[1], page[0])
+    return _spanned(counts, min_share), frame

@@ -36,7 +36,7 @@ from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, sca
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
 from kirinuki.extract.lettering import cut_balloons, drop_lettering
-from kirinuki.extract.panels import find_panels, frame_of, outside_panels, panel_boxes, panels_spanned
+from kirinuki.extract.panels import find_panels, outside_panels, panel_boxes, placement
 from kirinuki.extract.segment import BoxSegmenter, Segmenter, is_monochrome, load_segmenter
 from kirinuki.extract.split import Splitter, drop_centreless, load_splitter, recover_missed, split_closer, split_instances
 
@@ -235,8 +235,8 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
         box = xs.start, ys.start, xs.stop, ys.stop
         crop = crop_box(box, labels.shape, params.margin)
         chars.append(Char(k, box, crop, int(mask.sum()), cutout(rgb, labels, k, crop),
-                          float(prob[ys, xs][mask].mean()), iou, score, panels_spanned(panels[ys, xs], mask),
-                          frame_of(panels[ys, xs], mask, boxes, labels.shape)))
+                          float(prob[ys, xs][mask].mean()), iou, score,
+                          *placement(panels[ys, xs], mask, boxes, labels.shape)))
     return labels, chars, forward
 
 

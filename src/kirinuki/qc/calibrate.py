@@ -63,13 +63,13 @@ def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, i
     targets = {}
     for image in dict.fromkeys(r["image"] for r in rows):
         gt = gt_index[image]
+        kind = "box" if gt.suffix == ".json" else "mask"
         try:
-            found = (_box_targets(extract_dir / image / "labels.png", gt, iou_match, clean_iou) if gt.suffix == ".json"
+            found = (_box_targets(extract_dir / image / "labels.png", gt, iou_match, clean_iou) if kind == "box"
                      else _mask_targets(extract_dir / image / "labels.png", gt, iou_match, good_iou))
         except BadImage as e:
             log(f"{e}; skipped")
             continue
-        kind = "box" if gt.suffix == ".json" else "mask"
         targets.update({(image, k): (iou, good, kind) for k, (iou, good) in found.items()})
     return [{**r, "iou": round(targets[key][0], 4), "good": targets[key][1], "gt": targets[key][2],
              "extractor": extractor[key]}
