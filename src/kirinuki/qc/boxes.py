@@ -29,6 +29,10 @@ from scipy.optimize import linear_sum_assignment
 
 from kirinuki.core.imageio import read_json, read_label_png
 
+# Framing kinds, judged by the figure's visible body (whatever hides the rest: frame, balloon, desk):
+# full_body head to at least the ankles; cowboy_shot some thigh below the crotch, no feet;
+# upper_body down to between waist and crotch; portrait head and both shoulders, cut above the
+# waist; close-up the face fills it, at most the neck or a sliver of collar.
 KINDS = ("full_body", "cowboy_shot", "upper_body", "portrait", "close-up")
 
 
