@@ -243,8 +243,8 @@ TRAINING = ROOT / "corpus" / "training.csv"
 
 
 def test_training_manifest_covers_the_shipped_splitters_and_no_reserved_or_nc_art():
-    """Every file the shipped splitters were trained on is listed with its licence; none is
-    reserved for independent evaluation or licensed for non-commercial use only."""
+    """Every file the shipped splitters were trained on is listed with its licence, the commit it was
+    read at and its sha256; none is reserved for independent evaluation or licensed for non-commercial use only."""
     rows = list(csv.DictReader(TRAINING.open(encoding="utf-8")))
     folders = {"/".join(r["file"].split("/")[:2]) for r in rows}
     bundled = ROOT / "src" / "kirinuki" / "assets" / "bundled"
@@ -255,5 +255,6 @@ def test_training_manifest_covers_the_shipped_splitters_and_no_reserved_or_nc_ar
     pats = reserved_patterns()
     for r in rows:
         assert r["licence"].strip() and r["licence_status"].split(":")[0] in ("clear", "unclear")
+        assert re.fullmatch(r"[0-9a-f]{40}", r["commit"]) and re.fullmatch(r"[0-9a-f]{64}", r["sha256"]), r["file"]
         assert not re.search(r"\bNC\b|non-?commercial", r["licence"], re.IGNORECASE), r["file"]
         assert not any(p.search(r["repo"]) or p.search(r["path"]) for _, p, _ in pats), r["file"]

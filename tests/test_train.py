@@ -100,3 +100,44 @@ def test_augmentations_change_the_look_not_the_character():
     rough = sketch(sprite[..., :3], rng)
     assert rough.shape == (120, 60, 3) and rough.dtype == np.uint8
     assert np.median(rough) > 190  # a pale fill with lines, whatever the colours were
+
+
+def test_evaluation_composites_show_the_sprites_as_drawn(tmp_path):
+    """augment=False: no recolouring, roughs or chibi; the training pages (augment on) do recolour."""
+    _sprites_and_backgrounds(tmp_path)
+    sprites, bgs = load_sprites([tmp_path / "sprites"], print), load_backgrounds([tmp_path / "bg"], print)
+    palette = {(200, 40, 40), (40, 200, 40), (40, 40, 200)}
+
+    def off_palette(augment):
+        rng, share = np.random.default_rng(0), []
+        for _ in range(20):
+            page, labels = composite(sprites, bgs, rng, side=320, manga_share=0.0, augment=augment)
+            inner = cv2.erode((labels > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            px = [tuple(int(v) for v in c) for c in page[inner]]
+            share.append(sum(c not in palette for c in px) / max(1, len(px)))
+        return max(share)
+    assert off_palette(False) < 0.15  # only the head/body seam blends
+    assert off_palette(True) > 0.5
+
+
+def test_composites_command_writes_seeded_evaluation_pages_with_ground_truth(tmp_path):
+    """`kirinuki composites`: pages and label PNGs in the layout `validate --gt` reads, the art as
+    drawn (no recolouring), byte-identical for one seed, every file used named with its sha256."""
+    _sprites_and_backgrounds(tmp_path)
+    args = ["--sprites", str(tmp_path / "sprites"), "--backgrounds", str(tmp_path / "bg"), "--pages", "3"]
+    runner = CliRunner()
+    for out in ("a", "b"):
+        r = runner.invoke(app, ["composites", str(tmp_path / out), *args, "--seed", "2"])
+        assert r.exit_code == 0, r.output
+    pages = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
+    assert pages == ["comp_0000.png", "comp_0001.png", "comp_0002.png"]
+    for name in pages:
+        for sub, file in (("images", name), ("gt", name.replace(".png", "_gt.png"))):
+            assert (tmp_path / "a" / sub / file).read_bytes() == (tmp_path / "b" / sub / file).read_bytes()
+    card = json.loads((tmp_path / "a" / "composites.json").read_text())
+    assert card["pages"] == 3 and card["seed"] == 2 and len(card["sprites"]) == 4 and len(card["backgrounds"]) == 1
+    gt = cv2.imread(str(tmp_path / "a" / "gt" / "comp_0000_gt.png"), cv2.IMREAD_UNCHANGED)
+    assert gt.shape == cv2.imread(str(tmp_path / "a" / "images" / "comp_0000.png")).shape[:2] and max(gt.shape) == 1024
+    r = runner.invoke(app, ["composites", str(tmp_path / "c"), "--sprites", str(tmp_path / "nope"),
+                            "--backgrounds", str(tmp_path / "bg")])
+    assert r.exit_code == 2 and f"{tmp_path / 'nope'}: no such folder" in r.output

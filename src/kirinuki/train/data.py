@@ -15,7 +15,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from kirinuki.core.imageio import IMAGE_SUFFIXES
+from kirinuki.core.cards import sha256_file
+from kirinuki.core.imageio import IMAGE_SUFFIXES, write_json, write_png
 from kirinuki.extract.split import grid_input
 from kirinuki.synth.figure import figure_sprite
 
@@ -23,6 +24,10 @@ INPUT = 256  # network input side
 GRID = 128  # output grid side (stride 2)
 SIGMA = 3.0  # centre heatmap Gaussian, grid cells
 CENTRES = ("mass", "head")
+# how often a page holds 0, 1, 2, 3 characters: training leans on the merges; evaluation pages
+# follow realbench dev's scenes (and the sealed composites built like them)
+TRAIN_COUNTS = (0.08, 0.3, 0.34, 0.28)
+EVAL_COUNTS = (0.09, 0.53, 0.29, 0.09)
 
 
 def _images(folders: list[Path]) -> list[Path]:
@@ -109,15 +114,17 @@ def chibi(rgba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.random.Generator,
-              side: int = 640, manga_share: float = 0.3, drawn_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+              side: int = 640, manga_share: float = 0.3, drawn_share: float = 0.0,
+              augment: bool = True, counts: tuple[float, ...] = TRAIN_COUNTS) -> tuple[np.ndarray, np.ndarray]:
     """One training page: (HxWx3 uint8, HxW uint8 labels 0 = background, 1..n back to front).
 
     Characters are 0.15-1.15 page heights tall, mostly standing on or cut by the bottom
     edge; half of them stand next to or in front of an earlier one (the cases connected
-    components merge), and later ones occlude earlier ones. Some are recoloured, drawn as
-    a pale rough or given chibi proportions, so that the net learns characters rather than
-    these sprites. A `drawn_share` of the characters are drawn afresh by synth (a new face,
-    hair, outfit and pose each time) instead. A character left with less than 0.4% of the
+    components merge), and later ones occlude earlier ones. With `augment`, some are
+    recoloured, drawn as a pale rough or given chibi proportions, so that the net learns
+    characters rather than these sprites (evaluation pages leave it off: the art as drawn).
+    A `drawn_share` of the characters are drawn afresh by synth (a new face, hair, outfit
+    and pose each time) instead. A character left with less than 0.4% of the
     page visible is background.
     """
     h, w = (side, side * 3 // 4) if rng.random() < 0.5 else (side * 3 // 4, side)
@@ -129,25 +136,25 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     if rng.random() < 0.5:
         page = page[:, ::-1]
     labels = np.zeros((h, w), np.uint8)
-    n = rng.choice(4, p=[0.08, 0.3, 0.34, 0.28])
+    n = rng.choice(len(counts), p=counts)
     centres = []  # x centres of the characters placed so far
     for k in range(1, n + 1):
         drawn = drawn_share and rng.random() < drawn_share  # no draw at 0: the composites stay as they were
         s = figure_sprite(rng, int(1.15 * h)) if drawn else sprites[rng.integers(len(sprites))]
         if rng.random() < 0.5:
             s = s[:, ::-1]
-        if rng.random() < 0.15:
+        if augment and rng.random() < 0.15:
             s = chibi(s, rng)
         sh = max(2, int(rng.uniform(0.15, 1.15) * h))
         sw = max(2, int(s.shape[1] * sh / s.shape[0] * rng.uniform(0.9, 1.1)))
         if sw > 1.3 * w:
             continue
         s = cv2.resize(np.ascontiguousarray(s), (sw, sh), interpolation=cv2.INTER_AREA)
-        if rng.random() < 0.3:  # the same sprite twice must not look like one character
+        if augment and rng.random() < 0.3:  # the same sprite twice must not look like one character
             s[..., :3] = _hue_shift(s[..., :3], int(rng.integers(20, 160)))
-        if rng.random() < 0.3:
+        if augment and rng.random() < 0.3:
             s[..., :3] = _jitter(s[..., :3], rng)
-        if rng.random() < 0.12:
+        if augment and rng.random() < 0.12:
             s[..., :3] = sketch(s[..., :3], rng)
         if centres and rng.random() < 0.5:
             x = int(centres[rng.integers(len(centres))] + rng.uniform(-0.7, 0.7) * sw - sw / 2)
@@ -168,6 +175,32 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     if rng.random() < manga_share:
         page = screentone(page, rng)
     return page, labels.astype(np.uint8)
+
+
+def write_composites(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, pages: int, seed: int,
+                     log: Callable[[str], None]) -> dict:
+    """Evaluation pages for `kirinuki validate`: out/images/comp_<i>.png and out/gt/comp_<i>_gt.png,
+    1024 px, a quarter screentoned, the sprites as drawn, as many characters a page as realbench dev's scenes; out/composites.json names every file used
+    (with sha256), so a fold's pages show which sources they hold out. Seeded, byte-identical."""
+    missing = [str(d) for d in [*sprite_dirs, *background_dirs] if not Path(d).is_dir()]
+    if missing:
+        raise ValueError(f"composites: {', '.join(missing)}: no such folder")
+    sprites, backgrounds = load_sprites(sprite_dirs, log), load_backgrounds(background_dirs, log)
+    if not sprites or not backgrounds:
+        raise ValueError(f"composites: {len(sprites)} sprites and {len(backgrounds)} backgrounds found; "
+                         "need at least one of each")
+    rng = np.random.default_rng(seed)
+    for i in range(pages):
+        page, labels = composite(sprites, backgrounds, rng, side=1024, manga_share=0.25, augment=False,
+                                   counts=EVAL_COUNTS)
+        write_png(out / "images" / f"comp_{i:04d}.png", page)
+        write_png(out / "gt" / f"comp_{i:04d}_gt.png", labels)
+    card = {"kind": "kirinuki composites", "pages": pages, "seed": seed, "side": 1024, "manga_share": 0.25,
+            "character_counts": EVAL_COUNTS,
+            "sprites": {str(p): sha256_file(p) for p in _images(sprite_dirs)},
+            "backgrounds": {str(p): sha256_file(p) for p in _images(background_dirs)}}
+    write_json(out / "composites.json", card)
+    return card
 
 
 def targets(labels: np.ndarray, centre: str = "mass") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
