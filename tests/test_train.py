@@ -2,6 +2,7 @@
 augmentations, and the command end to end on tiny synthetic sprites."""
 from __future__ import annotations
 
+import csv
 import json
 
 import cv2
@@ -121,23 +122,29 @@ def test_evaluation_composites_show_the_sprites_as_drawn(tmp_path):
 
 
 def test_composites_command_writes_seeded_evaluation_pages_with_ground_truth(tmp_path):
-    """`kirinuki composites`: pages and label PNGs in the layout `validate --gt` reads, the art as
-    drawn (no recolouring), byte-identical for one seed, every file used named with its sha256."""
+    """`kirinuki composites`: pages and label PNGs in the layout `validate --gt` reads, named after
+    the folder (folds pool), byte-identical for one seed, each page's sprites in scenes.csv (the
+    format `calibrate --sources` reads) and every file used named with its sha256."""
     _sprites_and_backgrounds(tmp_path)
     args = ["--sprites", str(tmp_path / "sprites"), "--backgrounds", str(tmp_path / "bg"), "--pages", "3"]
     runner = CliRunner()
     for out in ("a", "b"):
         r = runner.invoke(app, ["composites", str(tmp_path / out), *args, "--seed", "2"])
         assert r.exit_code == 0, r.output
-    pages = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
-    assert pages == ["comp_0000.png", "comp_0001.png", "comp_0002.png"]
-    for name in pages:
-        for sub, file in (("images", name), ("gt", name.replace(".png", "_gt.png"))):
-            assert (tmp_path / "a" / sub / file).read_bytes() == (tmp_path / "b" / sub / file).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a" / "images").iterdir()) == ["a_0000.png", "a_0001.png", "a_0002.png"]
+    for i in range(3):
+        for sub, suffix in (("images", ".png"), ("gt", "_gt.png")):
+            a, b = (tmp_path / x / sub / f"{x}_{i:04d}{suffix}" for x in ("a", "b"))
+            assert a.read_bytes() == b.read_bytes()
     card = json.loads((tmp_path / "a" / "composites.json").read_text())
     assert card["pages"] == 3 and card["seed"] == 2 and len(card["sprites"]) == 4 and len(card["backgrounds"]) == 1
-    gt = cv2.imread(str(tmp_path / "a" / "gt" / "comp_0000_gt.png"), cv2.IMREAD_UNCHANGED)
-    assert gt.shape == cv2.imread(str(tmp_path / "a" / "images" / "comp_0000.png")).shape[:2] and max(gt.shape) == 1024
+    scenes = list(csv.DictReader((tmp_path / "a" / "scenes.csv").open()))
+    assert [r["id"] for r in scenes] == ["a_0000", "a_0001", "a_0002"]
+    for r in scenes:
+        gt = cv2.imread(str(tmp_path / "a" / "gt" / f"{r['id']}_gt.png"), cv2.IMREAD_UNCHANGED)
+        assert int(r["n_chars"]) == gt.max() == len([s for s in r["sprites"].split(";") if s])
+        assert {s for s in r["sprites"].split(";") if s} <= {"sprites/s0.png", "sprites/s1.png", "sprites/s2.png"}
+        assert r["style"] in ("colour", "manga") and max(gt.shape) == 1024
     r = runner.invoke(app, ["composites", str(tmp_path / "c"), "--sprites", str(tmp_path / "nope"),
                             "--backgrounds", str(tmp_path / "bg")])
     assert r.exit_code == 2 and f"{tmp_path / 'nope'}: no such folder" in r.output

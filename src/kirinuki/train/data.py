@@ -9,14 +9,16 @@ inputs and arguments give the same pages.
 """
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
 from kirinuki.core.cards import sha256_file
-from kirinuki.core.imageio import IMAGE_SUFFIXES, write_json, write_png
+from kirinuki.core.imageio import IMAGE_SUFFIXES, write_json, write_png, write_text
 from kirinuki.extract.split import grid_input
 from kirinuki.synth.figure import figure_sprite
 
@@ -34,17 +36,19 @@ def _images(folders: list[Path]) -> list[Path]:
     return sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _sprite(path: Path, log: Callable[[str], None]) -> Optional[np.ndarray]:
+    """An image with an alpha channel -> RGBA uint8 cropped to its opaque part; None (logged) if not one."""
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if a is None or a.ndim != 3 or a.shape[2] != 4 or not (a[..., 3] > 127).any():
+        log(f"{path}: skipped, not an image with an alpha channel and opaque pixels")
+        return None
+    ys, xs = np.nonzero(a[..., 3] > 127)
+    return cv2.cvtColor(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1], cv2.COLOR_BGRA2RGBA)
+
+
 def load_sprites(folders: list[Path], log: Callable[[str], None]) -> list[np.ndarray]:
     """Every image with an alpha channel under `folders` -> RGBA uint8 cropped to its opaque part."""
-    sprites = []
-    for path in _images(folders):
-        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if a is None or a.ndim != 3 or a.shape[2] != 4 or not (a[..., 3] > 127).any():
-            log(f"{path}: skipped, not an image with an alpha channel and opaque pixels")
-            continue
-        ys, xs = np.nonzero(a[..., 3] > 127)
-        sprites.append(cv2.cvtColor(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1], cv2.COLOR_BGRA2RGBA))
-    return sprites
+    return [s for s in (_sprite(p, log) for p in _images(folders)) if s is not None]
 
 
 def load_backgrounds(folders: list[Path], log: Callable[[str], None]) -> list[np.ndarray]:
@@ -115,7 +119,8 @@ def chibi(rgba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.random.Generator,
               side: int = 640, manga_share: float = 0.3, drawn_share: float = 0.0,
-              augment: bool = True, counts: tuple[float, ...] = TRAIN_COUNTS) -> tuple[np.ndarray, np.ndarray]:
+              augment: bool = True, counts: tuple[float, ...] = TRAIN_COUNTS,
+              placed: Optional[list] = None) -> tuple[np.ndarray, np.ndarray]:
     """One training page: (HxWx3 uint8, HxW uint8 labels 0 = background, 1..n back to front).
 
     Characters are 0.15-1.15 page heights tall, mostly standing on or cut by the bottom
@@ -124,8 +129,8 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     recoloured, drawn as a pale rough or given chibi proportions, so that the net learns
     characters rather than these sprites (evaluation pages leave it off: the art as drawn).
     A `drawn_share` of the characters are drawn afresh by synth (a new face, hair, outfit
-    and pose each time) instead. A character left with less than 0.4% of the
-    page visible is background.
+    and pose each time) instead. A character left with less than 0.4% of the page visible is
+    background. `placed`, if given, gets each label's index in `sprites` (-1: drawn), in label order.
     """
     h, w = (side, side * 3 // 4) if rng.random() < 0.5 else (side * 3 // 4, side)
     bg = backgrounds[rng.integers(len(backgrounds))]
@@ -138,9 +143,11 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     labels = np.zeros((h, w), np.uint8)
     n = rng.choice(len(counts), p=counts)
     centres = []  # x centres of the characters placed so far
+    which = []  # sprite index of label k at which[k - 1]
     for k in range(1, n + 1):
         drawn = drawn_share and rng.random() < drawn_share  # no draw at 0: the composites stay as they were
-        s = figure_sprite(rng, int(1.15 * h)) if drawn else sprites[rng.integers(len(sprites))]
+        which.append(-1 if drawn else int(rng.integers(len(sprites))))
+        s = figure_sprite(rng, int(1.15 * h)) if drawn else sprites[which[-1]]
         if rng.random() < 0.5:
             s = s[:, ::-1]
         if augment and rng.random() < 0.15:
@@ -172,6 +179,8 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
     page = np.clip(page, 0, 255).astype(np.uint8)
     visible = [k for k in range(1, n + 1) if (labels == k).sum() > 0.004 * h * w]
     labels = np.searchsorted(visible, labels, side="right").astype(np.uint8) * np.isin(labels, visible)
+    if placed is not None:
+        placed.extend(which[k - 1] for k in visible)
     if rng.random() < manga_share:
         page = screentone(page, rng)
     return page, labels.astype(np.uint8)
@@ -179,22 +188,38 @@ def composite(sprites: list[np.ndarray], backgrounds: list[np.ndarray], rng: np.
 
 def write_composites(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, pages: int, seed: int,
                      log: Callable[[str], None]) -> dict:
-    """Evaluation pages for `kirinuki validate`: out/images/comp_<i>.png and out/gt/comp_<i>_gt.png,
-    1024 px, a quarter screentoned, the sprites as drawn, as many characters a page as realbench dev's scenes; out/composites.json names every file used
-    (with sha256), so a fold's pages show which sources they hold out. Seeded, byte-identical."""
+    """Evaluation pages for `kirinuki validate`: out/images/<name>_<i>.png and out/gt/<name>_<i>_gt.png
+    (<name> = out's folder name, so folds pool without clashes), 1024 px, a quarter screentoned, the
+    sprites as drawn, as many characters a page as realbench dev's scenes. out/scenes.csv names each
+    page's sprites as `<folder>/<file>` (realbench's format: `calibrate --sources` folds by folder);
+    out/composites.json every file used, with sha256. Seeded, byte-identical."""
     missing = [str(d) for d in [*sprite_dirs, *background_dirs] if not Path(d).is_dir()]
     if missing:
         raise ValueError(f"composites: {', '.join(missing)}: no such folder")
-    sprites, backgrounds = load_sprites(sprite_dirs, log), load_backgrounds(background_dirs, log)
+    names, sprites = [], []
+    for d in map(Path, sprite_dirs):
+        for path in _images([d]):
+            s = _sprite(path, log)
+            if s is not None:
+                names.append(f"{d.name}/{path.relative_to(d).as_posix()}")
+                sprites.append(s)
+    backgrounds = load_backgrounds(background_dirs, log)
     if not sprites or not backgrounds:
         raise ValueError(f"composites: {len(sprites)} sprites and {len(backgrounds)} backgrounds found; "
                          "need at least one of each")
-    rng = np.random.default_rng(seed)
+    rng, rows = np.random.default_rng(seed), io.StringIO()
+    scenes = csv.writer(rows, lineterminator="\n")
+    scenes.writerow(["id", "width", "height", "n_chars", "style", "sprites"])
     for i in range(pages):
+        placed = []
         page, labels = composite(sprites, backgrounds, rng, side=1024, manga_share=0.25, augment=False,
-                                   counts=EVAL_COUNTS)
-        write_png(out / "images" / f"comp_{i:04d}.png", page)
-        write_png(out / "gt" / f"comp_{i:04d}_gt.png", labels)
+                                 counts=EVAL_COUNTS, placed=placed)
+        stem = f"{out.name}_{i:04d}"
+        write_png(out / "images" / f"{stem}.png", page)
+        write_png(out / "gt" / f"{stem}_gt.png", labels)
+        style = "manga" if (page[..., 0] == page[..., 1]).all() and (page[..., 1] == page[..., 2]).all() else "colour"
+        scenes.writerow([stem, page.shape[1], page.shape[0], len(placed), style, ";".join(names[j] for j in placed)])
+    write_text(out / "scenes.csv", rows.getvalue())
     card = {"kind": "kirinuki composites", "pages": pages, "seed": seed, "side": 1024, "manga_share": 0.25,
             "character_counts": EVAL_COUNTS,
             "sprites": {str(p): sha256_file(p) for p in _images(sprite_dirs)},
