@@ -136,7 +136,7 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
 
 
 @app.command()
-def composites(out: Path = typer.Argument(..., help="folder for images/, gt/ and composites.json"),
+def composites(out: Path = typer.Argument(..., help="folder for images/, gt/, scenes.csv and composites.json"),
                sprites: list[Path] = typer.Option(..., "--sprites", help="folder of RGBA character sprites (repeatable)"),
                backgrounds: list[Path] = typer.Option(..., "--backgrounds", help="folder of background pictures (repeatable)"),
                pages: int = typer.Option(120, "--pages", min=1, help="pages to make"),

@@ -30,6 +30,7 @@ CENTRES = ("mass", "head")
 # follow realbench dev's scenes (and the sealed composites built like them)
 TRAIN_COUNTS = (0.08, 0.3, 0.34, 0.28)
 EVAL_COUNTS = (0.09, 0.53, 0.29, 0.09)
+EVAL_SIDE, EVAL_MANGA_SHARE = 1024, 0.25  # evaluation pages: realbench dev's size and about its manga share
 
 
 def _images(folders: list[Path]) -> list[Path]:
@@ -212,16 +213,16 @@ def write_composites(sprite_dirs: list[Path], background_dirs: list[Path], out: 
     scenes.writerow(["id", "width", "height", "n_chars", "style", "sprites"])
     for i in range(pages):
         placed = []
-        page, labels = composite(sprites, backgrounds, rng, side=1024, manga_share=0.25, augment=False,
-                                 counts=EVAL_COUNTS, placed=placed)
+        page, labels = composite(sprites, backgrounds, rng, side=EVAL_SIDE, manga_share=EVAL_MANGA_SHARE,
+                                 augment=False, counts=EVAL_COUNTS, placed=placed)
         stem = f"{out.name}_{i:04d}"
         write_png(out / "images" / f"{stem}.png", page)
         write_png(out / "gt" / f"{stem}_gt.png", labels)
         style = "manga" if (page[..., 0] == page[..., 1]).all() and (page[..., 1] == page[..., 2]).all() else "colour"
         scenes.writerow([stem, page.shape[1], page.shape[0], len(placed), style, ";".join(names[j] for j in placed)])
     write_text(out / "scenes.csv", rows.getvalue())
-    card = {"kind": "kirinuki composites", "pages": pages, "seed": seed, "side": 1024, "manga_share": 0.25,
-            "character_counts": EVAL_COUNTS,
+    card = {"kind": "kirinuki composites", "pages": pages, "seed": seed, "side": EVAL_SIDE,
+            "manga_share": EVAL_MANGA_SHARE, "character_counts": EVAL_COUNTS,
             "sprites": {str(p): sha256_file(p) for p in _images(sprite_dirs)},
             "backgrounds": {str(p): sha256_file(p) for p in _images(background_dirs)}}
     write_json(out / "composites.json", card)
