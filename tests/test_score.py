@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kirinuki.core.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_model
-from kirinuki.quality.features import completeness, features, head_count, neighbour_edge, text_share
+from kirinuki.quality.features import completeness, features, head_count, outline_contacts, text_share
 from kirinuki.core.imageio import read_jsonl, write_jsonl, write_png
 from kirinuki.core.instances import bbox, crop_box, cutout
 from kirinuki.quality.score import composite, flags, frame_sides, grade, run_score
@@ -239,13 +239,20 @@ def test_straight_cut_inside_the_page_and_page_edge():
     assert "cut_bottom" in flags({**f, **completeness(cut_mask, band=0.03)}, P)  # no frame there: a cut
 
 
-def test_neighbour_edge_where_two_characters_meet():
+def test_outline_along_other_characters_and_the_frame():
     labels = np.zeros((200, 300), np.uint8)
     labels[50:190, 40:140] = 1
     labels[40:190, 140:260] = 2  # meets character 1 along its right side
     labels[20:60, 270:290] = 3  # apart from both
-    edge = {k: neighbour_edge(labels == k, labels) for k in (1, 2, 3)}
-    assert 0.2 < edge[1] < 0.3 and 0.15 < edge[2] < 0.3 and edge[3] == 0
+    labels[100:198, 270:298] = 4  # stops just short of the page's bottom right corner
+    c = {k: outline_contacts(labels == k, labels) for k in (1, 2, 3, 4)}
+    assert 0.2 < c[1]["neighbour_edge"] < 0.3 and 0.15 < c[2]["neighbour_edge"] < 0.3
+    assert c[3]["neighbour_edge"] == 0 and c[3]["free_outline"] == 1.0
+    assert abs(c[1]["free_outline"] + c[1]["neighbour_edge"] - 1) < 0.01  # free where no neighbour is
+    assert 0.4 < c[4]["free_outline"] < 0.6  # along the page's own edge it is not outline the extraction drew
+    # inside a comic panel, its border counts like the page's
+    assert outline_contacts(labels == 3, labels, frame=(0, 0, 300, 58))["free_outline"] < c[3]["free_outline"]
+    assert outline_contacts(labels == 3)["neighbour_edge"] == 0  # no label map: no other character
 
 
 def test_two_heads_on_the_upper_outline():

@@ -234,7 +234,7 @@ class CalibrateParams(Section):
     seed: int = 0  # fold assignment
     features: list[str] = Field(default_factory=lambda: [
         "confidence", "area_share", "skin_share", "opaque_share", "luma_std", "edge_density",
-        "hue_entropy", "compactness", "solidity", "text_share"], min_length=1)
+        "hue_entropy", "compactness", "solidity", "text_share", "free_outline"], min_length=1)
     rounds: int = Field(200, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=1)
     depth: int = Field(2, ge=1, le=4)

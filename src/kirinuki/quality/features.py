@@ -182,20 +182,30 @@ def completeness(page_mask: np.ndarray, band: float = 0.0, frame: Optional[Seque
     return {k: _r4(v) for k, v in f.items()}
 
 
-def neighbour_edge(page_mask: np.ndarray, labels: np.ndarray) -> float:
-    """Share of the character's outline within 2 px of another character of the page
-    (`labels`: the page's label map, 0 = background)."""
+def outline_contacts(page_mask: np.ndarray, labels: Optional[np.ndarray] = None,
+                     frame: Optional[Sequence[int]] = None) -> dict:
+    """Where the character's outline runs. `neighbour_edge`: the share within 2 px of another
+    character of the page (`labels`: the page's label map, 0 = background; None: no other);
+    `free_outline`: the share neither there nor within 2 px of its frame (`frame` x0, y0, x1, y1:
+    its comic panel; None: the page), i.e. drawn where the figure meets its own background."""
     # where two characters meet, the one behind is hidden, or the split between them cut
-    # one of them: a body cut where the picture goes on, though no page edge is near
+    # one of them: a body cut where the picture goes on, though no page edge is near. A cut-out
+    # with little free outline is mostly bounded by others or the frame: a piece, a merge or a slab
     if not page_mask.any():
-        return 0.0
+        return {"neighbour_edge": 0.0, "free_outline": 0.0}
     x0, y0, x1, y1 = bbox(page_mask)
     x0, y0, x1, y1 = max(0, x0 - 3), max(0, y0 - 3), x1 + 3, y1 + 3
     m = page_mask[y0:y1, x0:x1].astype(np.uint8)
     outline = m & (1 - cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE))
-    others = (labels[y0:y1, x0:x1] > 0) & (m == 0)
-    near = cv2.dilate(others.astype(np.uint8), np.ones((5, 5), np.uint8))
-    return _r4((outline & near).sum() / max(1, outline.sum()))
+    others = np.zeros_like(m) if labels is None else ((labels[y0:y1, x0:x1] > 0) & (m == 0)).astype(np.uint8)
+    near = cv2.dilate(others, np.ones((5, 5), np.uint8))
+    H, W = page_mask.shape
+    fx0, fy0, fx1, fy1 = frame if frame is not None else (0, 0, W, H)
+    ys, xs = np.ogrid[y0:y0 + m.shape[0], x0:x0 + m.shape[1]]
+    on_frame = (xs <= fx0 + 2) | (xs >= fx1 - 3) | (ys <= fy0 + 2) | (ys >= fy1 - 3)
+    n = max(1, outline.sum())
+    return {"neighbour_edge": _r4((outline & near).sum() / n),
+            "free_outline": _r4((outline.astype(bool) & (near == 0) & ~on_frame).sum() / n)}
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -265,5 +275,5 @@ def features(rgba: np.ndarray, page_mask: np.ndarray, confidence: float, params:
          **outline(alpha_small)}
     page_short = min(page_mask.shape)
     f["text_share"] = _r4(text_share(rgba_small, (0.008 * page_short * s, 0.06 * page_short * s)))
-    f["neighbour_edge"] = 0.0 if labels is None else neighbour_edge(page_mask, labels)
+    f.update(outline_contacts(page_mask, labels, frame))
     return f
