@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ from kirinuki.assets import corpus
 from kirinuki.assets.corpus import COLUMNS, ManifestError, build_corpus, read_manifest
 from kirinuki.cli import app
 from kirinuki.core.cards import sha256_file
+from kirinuki.core.framing import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "corpus" / "realpages.csv"
@@ -258,3 +260,23 @@ def test_training_manifest_covers_the_shipped_splitters_and_no_reserved_or_nc_ar
         assert re.fullmatch(r"[0-9a-f]{40}", r["commit"]) and re.fullmatch(r"[0-9a-f]{64}", r["sha256"]), r["file"]
         assert not re.search(r"\bNC\b|non-?commercial", r["licence"], re.IGNORECASE), r["file"]
         assert not any(p.search(r["repo"]) or p.search(r["path"]) for _, p, _ in pats), r["file"]
+
+
+FRAMING = ROOT / "corpus" / "framing.csv"
+
+
+def test_framing_table_is_licence_clean_ordered_and_what_the_shipped_tagger_learned_from():
+    """Every sprite the framing tagger learned from: pinned (commit, sha256), licence-clean, not reserved;
+    its landmarks run down the body; the shipped model's card names this very table."""
+    rows = list(csv.DictReader(FRAMING.open(encoding="utf-8")))
+    assert len(rows) >= 300
+    pats = reserved_patterns()
+    for r in rows:
+        assert re.fullmatch(r"[0-9a-f]{40}", r["commit"]) and re.fullmatch(r"[0-9a-f]{64}", r["sha256"]), r["file"]
+        assert r["licence"].strip() and not re.search(r"\bNC\b|non-?commercial", r["licence"], re.IGNORECASE), r["file"]
+        assert not any(p.search(r["repo"]) or p.search(r["path"]) for _, p, _ in pats), r["file"]
+        marks = [float(r[k]) for k in ("chin", "armpit", "waist", "crotch", "ankle") if r[k].strip()]
+        assert marks == sorted(marks) and all(0 <= m <= 100 for m in marks), r["file"]
+        assert r["skip"] in ("0", "1") and (r["kind"] in KINDS or r["skip"] == "1"), r["file"]
+    card = json.loads((ROOT / "src" / "kirinuki" / "quality" / "framing.json").read_text())
+    assert card["landmarks_sha256"] == hashlib.sha256(FRAMING.read_bytes()).hexdigest()

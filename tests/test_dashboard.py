@@ -207,6 +207,8 @@ def test_cards_show_the_three_layers():
     f = {"opaque_share": 0.5, "luma_mean": 0.5, "luma_std": 0.2, "regions": 1, "open_parts": 1, "heads": 1,
          "resolution": 0.3, "neighbour_edge": 0.0, **{f"{k}_{s}": 0.0 for k in ("edge", "cut") for s in ("left", "top", "right", "bottom")},
          "edge_bottom": 0.5}
-    row = {"image": "p1", "k": 1, **grade(f, 0.9, ScoreParams())}
-    html = render_dashboard({"tracker_id": "QCC-011", "status": "done"}, build_cards([row], {}), None, None)
+    row = {"image": "p1", "k": 1, **grade(f, 0.9, ScoreParams(), ("upper_body", 0.97))}
+    unsure = {"image": "p1", "k": 2, **grade(f, 0.9, ScoreParams(), ("portrait", 0.41))}
+    html = render_dashboard({"tracker_id": "QCC-011", "status": "done"}, build_cards([row, unsure], {}), None, None)
     assert "L1 IoU≈0.90" in html and "framed by the page: bottom" in html and "L3 no: too_small" in html
+    assert "upper_body (0.97)" in html and "portrait? (0.41)" in html  # a guess below framing_min_confidence is marked

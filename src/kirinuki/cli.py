@@ -135,6 +135,30 @@ def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help
     typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {steps} steps", err=True)
 
 
+@app.command("train-framing")
+def train_framing_cmd(landmarks: Path = typer.Option(Path("corpus/framing.csv"), "--landmarks", help="sprites with body landmarks"),
+                      sprite_root: Path = typer.Option(..., "--sprite-root", help="folder the landmark table's `file` paths start in"),
+                      backgrounds: list[Path] = typer.Option(..., "--backgrounds", help="folder of background pictures (repeatable)"),
+                      pages: Optional[Path] = typer.Option(None, "--pages", help="real pages (kirinuki corpus -o DIR): their training figures too"),
+                      gt: Path = typer.Option(Path("corpus/realpages_gt"), "--gt", help="box ground truth with kinds"),
+                      manifest: Path = typer.Option(Path("corpus/realpages.csv"), "--manifest", help="pages and their `use`"),
+                      out: Path = typer.Option(Path("src/kirinuki/quality/framing.onnx"), "--out", "-o", help="ONNX to write, card beside it"),
+                      steps: int = typer.Option(3000, min=1, help="training batches"),
+                      samples: int = typer.Option(40000, min=1, help="sprite crops to train on"),
+                      seed: int = typer.Option(0, help="seeds the crops and the training"),
+                      threads: int = typer.Option(0, min=0, help="torch threads; 0 = library default")):
+    """Train the framing tagger (score's L2 `framing`) on landmarked sprite crops and training pages' figures."""
+    from kirinuki.train.framing import train_framing
+    try:
+        card = train_framing(landmarks, sprite_root, backgrounds, out, pages=pages, gt=gt if pages else None,
+                             manifest=manifest if pages else None, steps=steps, samples=samples, seed=seed,
+                             threads=threads, log=lambda m: typer.echo(m, err=True))
+    except (RuntimeError, ValueError, OSError) as e:  # torch missing, bad table, no sprites: nothing was trained
+        _fail(str(e), code=USAGE)
+    typer.echo(f"{out}: sha256 {card['sha256'][:12]}, {card['sprites']} sprites, {card['page_figures']} page figures, "
+               f"{steps} steps", err=True)
+
+
 @app.command()
 def composites(out: Path = typer.Argument(..., help="folder for images/, gt/, scenes.csv and composites.json"),
                sprites: list[Path] = typer.Option(..., "--sprites", help="folder of RGBA character sprites (repeatable)"),
@@ -159,7 +183,7 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
             params: Optional[Path] = ParamsOpt):
     """Cut every character out of every page: labels.png, char_<k>.png, records.jsonl."""
     from kirinuki.extract.run import run_extract
-    from kirinuki.extract.sessions import BackendUnavailable
+    from kirinuki.core.sessions import BackendUnavailable
     try:
         s = run_extract(inputs, out, _params(params).extract, max_files=max_files, progress=progress)
     except (FileNotFoundError, BackendUnavailable, ValueError) as e:
@@ -216,6 +240,8 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
         rows = run_score(extract_dir, cfg, out, model, log=lambda m: typer.echo(m, err=True))
     except ScoreError as e:
         _fail(f"{cfg.weights_path}: {e}", code=USAGE)
+    except ConfigError as e:  # score.framing_model names no file
+        _fail(str(e), code=USAGE)
     counts = {g: sum(r["grade"] == g for r in rows) for g in GRADES}
     typer.echo(f"{len(rows)} cut-outs graded " + " ".join(f"{g}:{n}" for g, n in counts.items()), err=True)
 
@@ -291,7 +317,10 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
                                                  ("missed_rate", "missed_in_merged_rate", "missed_partial_rate",
                                                   "missed_no_cutout_rate")))
         if "grade" in m["boxes"]:
-            typer.echo("boxes grade: " + "  ".join(f"{k}={v}" for k, v in m["boxes"]["grade"].items()))
+            grade = {k: v for k, v in m["boxes"]["grade"].items() if k != "framing"}
+            typer.echo("boxes grade: " + "  ".join(f"{k}={v}" for k, v in grade.items()))
+            if "framing" in m["boxes"]["grade"]:
+                typer.echo("boxes framing: " + "  ".join(f"{k}={v}" for k, v in m["boxes"]["grade"]["framing"].items()))
     if "reviews" in m:
         typer.echo("reviews: " + "  ".join(f"{k}={v}" for k, v in m["reviews"].items()))
     if m.get("gt_refused"):  # each refused ground truth was named, with why

@@ -182,6 +182,10 @@ class ScoreParams(Section):
     lora_ok_grades: list[str] = Field(default_factory=lambda: ["A", "B"])
     # the fitted composite (`kirinuki calibrate`); None: the fit shipped with kirinuki
     weights_file: Optional[Path] = None
+    # the framing tagger (`kirinuki train-framing`); None: the one shipped with kirinuki
+    framing_model: Optional[Path] = None
+    # L2 `framing` (and the caption tag) only at least this sure; below, only `framing_guess`
+    framing_min_confidence: float = Field(0.95, ge=0, le=1)
 
     @property
     def weights_path(self) -> Path:

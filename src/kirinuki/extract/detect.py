@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional, Protocol
 import numpy as np
 
 from kirinuki.core.config import ExtractParams, YoloParams
-from kirinuki.extract.sessions import INSTALL_BACKENDS, BackendUnavailable, torch_setup, weights_file
+from kirinuki.core.sessions import INSTALL_BACKENDS, BackendUnavailable, torch_setup, weights_file
 from kirinuki.core.cards import sha256_file
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kirinuki.core.config import ExtractParams, SamParams
-from kirinuki.extract.sessions import INSTALL_BACKENDS, BackendUnavailable, onnx_session, torch_setup, weights_file
+from kirinuki.core.sessions import INSTALL_BACKENDS, BackendUnavailable, onnx_session, torch_setup, weights_file
 from kirinuki.core.cards import read_card, sha256_file
 
 

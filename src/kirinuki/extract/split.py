@@ -29,7 +29,7 @@ from scipy import ndimage
 from kirinuki.core.config import ExtractParams
 from kirinuki.core.instances import keep_labels, label_dtype
 from kirinuki.core.cards import sha256_file
-from kirinuki.extract.sessions import onnx_session
+from kirinuki.core.sessions import onnx_session
 
 
 def grid_input(image: np.ndarray, size: int, interpolation: Optional[int] = None) -> np.ndarray:

@@ -27,13 +27,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from kirinuki.core.framing import KINDS
 from kirinuki.core.imageio import read_json, read_label_png
-
-# Framing kinds, judged by the figure's visible body (whatever hides the rest: frame, balloon, desk):
-# full_body head to at least the ankles; cowboy_shot some thigh below the crotch, no feet;
-# upper_body down to between waist and crotch; portrait head and both shoulders, cut above the
-# waist; close-up the face fills it, at most the neck or a sliver of collar.
-KINDS = ("full_body", "cowboy_shot", "upper_body", "portrait", "close-up")
 
 
 class BoxGTError(ValueError):
@@ -165,14 +160,15 @@ def cutout_quality(m: dict) -> dict[int, dict]:
     """Per cut-out k of page_box_metrics' result: `box_iou` with the figure it is paired with (0:
     none), `target` = that box IoU shared among the figures it holds (as a mask IoU falls when a
     cut-out holds two; what the score is fitted to and measured against), `clean` (its figure is
-    cut out cleanly and it holds no other), `holds` and `false`."""
+    cut out cleanly and it holds no other), `holds`, `false` and `kind` (the paired figure's framing)."""
     paired = {f["cutout"]: f for f in m["figures"] if f["cutout"] is not None}
     out = {}
     for k, c in m["cutouts"].items():
         f = paired.get(k)
         iou = f["box_iou"] if f else 0.0
         out[k] = {"box_iou": iou, "target": round(iou / max(1, c["holds"]), 4),
-                  "clean": bool(f and f["clean"] and c["holds"] == 1), "holds": c["holds"], "false": c["false"]}
+                  "clean": bool(f and f["clean"] and c["holds"] == 1), "holds": c["holds"], "false": c["false"],
+                  "kind": f["kind"] if f else None}
     return out
 
 

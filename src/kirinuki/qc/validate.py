@@ -20,6 +20,7 @@ from kirinuki.core.config import ValidateParams
 from kirinuki.quality.features import completeness
 from kirinuki.quality.score import GRADES
 from kirinuki.dataset.reviews import latest, lora_ok_by_sha, read_reviews, review_summary
+from kirinuki.core.framing import KINDS
 from kirinuki.qc.boxes import box_rows, box_summary, index_box_gt
 from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
 
@@ -406,7 +407,22 @@ def box_grade_summary(cutouts: list[dict], scores: dict[tuple[str, int], dict]) 
             "lora_ok_precision": _ratio((ok & clean).sum(), ok.sum()), "lora_ok_recall": _ratio((ok & clean).sum(), clean.sum()),
             "clean_graded_d_or_e": int((clean & low).sum()), "merged": int(merged.sum()),
             "merged_graded_d_or_e": int((merged & low).sum()), "no_figure": int(none.sum()),
-            "no_figure_graded_d_or_e": int((none & low).sum())}
+            "no_figure_graded_d_or_e": int((none & low).sum()), "framing": framing_agreement(rows)}
+
+
+def framing_agreement(rows: list[tuple[dict, dict]]) -> dict:
+    """The framing tag against the kind of the figure each cut-out is paired with: every guess
+    (exact, and within one kind: `upper_body` for `portrait`) and the tags sure enough to be written."""
+    pairs = [(KINDS.index(c["kind"]), s["layers"]["l2_content"])
+             for c, s in rows if c.get("kind") and "framing_guess" in s.get("layers", {}).get("l2_content", {})]
+    if not pairs:
+        return {"n": 0}
+    truth = np.array([t for t, _ in pairs])
+    guess = np.array([KINDS.index(l2["framing_guess"]) for _, l2 in pairs])
+    tagged = np.array([l2["framing"] is not None for _, l2 in pairs])
+    return {"n": len(pairs), "exact": _ratio((guess == truth).sum(), len(pairs)),
+            "within_one": _ratio((abs(guess - truth) <= 1).sum(), len(pairs)), "tagged": int(tagged.sum()),
+            "tagged_exact": _ratio((tagged & (guess == truth)).sum(), tagged.sum())}
 
 
 def grades_markdown(metrics: dict, good_iou: float) -> str:

@@ -4,9 +4,9 @@
   `kirinuki calibrate`); the grade is its band. An extraction fault (two characters in one
   cut-out, a cut-out across a panel border, a straight cut through the body inside its panel, an
   outline along another character) caps it at D, scaled into the D/E band so the order holds.
-- L2 content checks: black or empty (score 0, E), how many heads, and which sides its own frame
-  (the page, or the comic panel it was found in) cuts. A figure cut there has that framing and
-  no fault.
+- L2 content checks: black or empty (score 0, E), how many heads, which sides its own frame
+  (the page, or the comic panel it was found in) cuts (a figure cut there has that framing and no
+  fault), and the framing tagger's kind (quality/framing.py), written as the tag only where sure.
 - L3 LoRA suitability (`lora_ok`): grade in `lora_ok_grades`, no fault, not black or empty,
   and a short side of at least `small_ratio` x `train_resolution`.
 Reasons are stable identifiers; `reasons` lists everything that keeps a cut-out from lora_ok.
@@ -92,9 +92,9 @@ def grade_of(score: float, params: ScoreParams) -> str:
     return next((g for g, low in params.grades.items() if score >= low), "E")
 
 
-def grade(f: dict, predicted: float, params: ScoreParams) -> dict:
-    """The three layers, final score, grade and wording of one cut-out with features f and
-    composite score `predicted`."""
+def grade(f: dict, predicted: float, params: ScoreParams, framing: Optional[tuple[str, float]] = None) -> dict:
+    """The three layers, final score, grade and wording of one cut-out with features f, composite
+    score `predicted` and the framing tagger's (kind, confidence), where it ran."""
     reasons = flags(f, params)
     content = [r for r in reasons if r in CONTENT]
     faults = [r for r in reasons if r in FAULTS]
@@ -106,11 +106,16 @@ def grade(f: dict, predicted: float, params: ScoreParams) -> dict:
         score = predicted
     g = grade_of(score, params)
     ok = g in params.lora_ok_grades and not reasons
+    # a framing tag where there is one figure to frame and the tagger is sure enough
+    tag = (framing[0] if framing and framing[1] >= params.framing_min_confidence
+           and not content and "multi_character" not in reasons else None)
     layers = {"l1_extraction": {"predicted_iou": round(float(predicted), 4), "grade": g, "faults": faults},
               "l2_content": {"black": "black" in content, "empty": "empty" in content, "heads": int(f["heads"]),
-                             "frame_sides": frame_sides(f, params)},
+                             "frame_sides": frame_sides(f, params),
+                             **({"framing": tag, "framing_guess": framing[0], "framing_confidence": framing[1]}
+                                if framing else {})},
               "l3_lora": {"ok": ok, "blocked_by": reasons + ([] if g in params.lora_ok_grades else [f"grade_{g}"])}}
-    return {"score": round(float(score), 4), "grade": g, "lora_ok": ok, "reasons": reasons, "layers": layers,
+    return {"score": round(float(score), 4), "grade": g, "lora_ok": ok, "reasons": reasons, "framing": tag, "layers": layers,
             "quality": QUALITY[g][0], "quality_ja": QUALITY[g][1],
             "messages": [MESSAGES[r][0] for r in reasons], "messages_ja": [MESSAGES[r][1] for r in reasons]}
 
@@ -122,8 +127,8 @@ def check_model(model: ScoreModel, f: dict) -> None:
 
 
 def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
-                    log: Callable[[str], None]) -> tuple[list[dict], list[float]]:
-    """(rows with image, k and features; seconds per cut-out) for the readable records."""
+                    log: Callable[[str], None], tagger: Optional[Callable[[np.ndarray], tuple[str, float]]] = None) -> tuple[list[dict], list[float]]:
+    """(rows with image, k, features and, with a tagger, framing; seconds per cut-out) for the readable records."""
     rows, seconds, labels = [], [], {}
     for rec in records:
         page_dir = Path(extract_dir) / rec["image"]
@@ -138,8 +143,9 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
         page = labels[rec["image"]]
         f = features(rgba, page == rec["k"], rec["confidence"], params, labels=page, frame=rec.get("frame"))
         f["panels"] = int(rec.get("panels", 1))  # from extraction, which sees the page
+        framing = {"framing": tagger(rgba)} if tagger else {}
         seconds.append(time.perf_counter() - start)
-        rows.append({"image": rec["image"], "k": rec["k"], "features": f})
+        rows.append({"image": rec["image"], "k": rec["k"], "features": f, **framing})
     return rows, seconds
 
 
@@ -164,12 +170,14 @@ def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None
         log(f"warning: the score weights were fitted on cut-outs of another extractor (params hash "
             f"{', '.join(model.provenance['extractor'])}); these come from {', '.join(stale)}: grades may not "
             "hold. Refit them with `kirinuki calibrate` on pages with ground truth")
-    rows, seconds = cutout_features(extract_dir, records, params, log)
+    from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
+
+    rows, seconds = cutout_features(extract_dir, records, params, log, FramingTagger(params.framing_model))
     if rows:
         check_model(model, rows[0]["features"])
     start = time.perf_counter()
     predicted = composite([r["features"] for r in rows], model)
-    scored = [{"image": r["image"], "k": r["k"], **grade(r["features"], p, params), "features": r["features"]}
+    scored = [{"image": r["image"], "k": r["k"], **grade(r["features"], p, params, r["framing"]), "features": r["features"]}
               for r, p in zip(rows, predicted)]
     if rows:  # the model runs once over all cut-outs: its share is spread evenly
         each = (time.perf_counter() - start) / len(rows)
