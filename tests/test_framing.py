@@ -8,11 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
+from kirinuki.core.cards import sha256_file
+from kirinuki.core.config import DEFAULT_FRAMING_MODEL
 from kirinuki.core.framing import BY_EXTENT, INPUT, KINDS, decode, framing_input
 from kirinuki.core.instances import bbox
 from kirinuki.qc.validate import box_grade_summary, framing_agreement
 from kirinuki.quality.framing import FramingTagger
 from kirinuki.quality.score import grade
+from kirinuki.train.framing import spans
 from test_score import MODEL, P, composite, draw_figure, features, page_rgb
 
 
@@ -35,7 +38,23 @@ def test_the_input_keeps_the_aspect_on_white():
 def test_four_answers_count_how_far_down_the_body_reaches(probs, kind):
     got, confidence = decode(np.array(probs))
     assert got == kind and confidence == pytest.approx(min(abs(p - 0.5) for p in probs) * 2)
-    assert BY_EXTENT == tuple(reversed(KINDS))
+
+
+def test_answers_that_contradict_each_other_are_never_sure():
+    # "not past the close-up" but "past the portrait and the upper body": the first no decides, unsure
+    assert decode(np.array([0.02, 0.98, 0.99, 0.01])) == ("close-up", 0.0)
+    assert decode(np.array([0.98, 0.02, 0.99, 0.01])) == ("portrait", 0.0)
+
+
+def test_landmarks_give_each_kind_its_own_span_down_the_body():
+    marks = {"chin": 0.14, "armpit": 0.22, "waist": 0.4, "crotch": 0.52, "ankle": 0.94}
+    got = spans(marks)
+    assert list(got) == list(KINDS)  # every kind, widest first
+    order = [got[k] for k in BY_EXTENT]  # close-up .. full_body: each span below the last, none overlapping
+    assert all(lo < hi for lo, hi in order) and all(a[1] <= b[0] for a, b in zip(order, order[1:]))
+    assert got["upper_body"][0] > marks["waist"] and got["full_body"][0] > marks["ankle"]
+    bust = spans({**marks, "waist": None, "crotch": None, "ankle": None})  # a bust: no lower kinds
+    assert set(bust) == {"portrait", "close-up"} and bust["portrait"][1] == 1.0
 
 
 def test_the_shipped_tagger_on_a_figure_cut_at_five_heights(data_regression):
@@ -43,13 +62,12 @@ def test_the_shipped_tagger_on_a_figure_cut_at_five_heights(data_regression):
     mask = draw_figure(rgb, 240, 40, 810)
     x0, y0, x1, y1 = bbox(mask)
     rgba = np.dstack([rgb, np.where(mask, 255, 0).astype(np.uint8)])[y0:y1, x0:x1]
-    tagger = FramingTagger()
+    tagger = FramingTagger(DEFAULT_FRAMING_MODEL)
     got = {}
     for share in (1.0, 0.75, 0.5, 0.3, 0.15):
         crop = rgba[:max(8, int(share * rgba.shape[0]))]
         kind, confidence = tagger(crop)
         got[f"{share:.2f}"] = {"kind": kind, "confidence": confidence}
-        assert kind in KINDS and 0 <= confidence <= 1
         assert tagger(crop) == (kind, confidence)  # deterministic
     extents = [BY_EXTENT.index(v["kind"]) for v in got.values()]
     assert extents[0] > extents[-1]  # the whole figure reaches further down than its head
@@ -104,7 +122,8 @@ def test_train_framing_writes_a_tagger_and_its_card(tmp_path):
         rgba = np.dstack([rgb, np.where(mask, 255, 0).astype(np.uint8)])
         cv2.imwrite(str(sprites / f"f{i}.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
         # draw_figure: head 2/9, dress to 6/9, legs to 9/9 of the height
-        rows.append({"file": f"drawn/f{i}.png", "skip": "0", "kind": "full_body", "chin": "20", "armpit": "30",
+        rows.append({"file": f"drawn/f{i}.png", "sha256": sha256_file(sprites / f"f{i}.png"), "skip": "0",
+                     "kind": "full_body", "chin": "20", "armpit": "30",
                      "waist": "45", "crotch": "66", "ankle": "94"})
     table = tmp_path / "framing.csv"
     with open(table, "w", newline="") as f:
@@ -125,3 +144,44 @@ def test_train_framing_writes_a_tagger_and_its_card(tmp_path):
     r = CliRunner().invoke(app, ["train-framing", "--landmarks", str(tmp_path / "none.csv"), "--sprite-root",
                                  str(tmp_path), "--backgrounds", str(backgrounds), "-o", str(tmp_path / "x.onnx")])
     assert r.exit_code == 2 and "none.csv" in r.output
+
+
+def test_score_refuses_a_framing_model_that_is_not_there_or_not_onnx(tmp_path):
+    from typer.testing import CliRunner
+
+    from kirinuki.cli import app
+
+    page = tmp_path / "run" / "p1"
+    page.mkdir(parents=True)
+    rgb = page_rgb()
+    mask = draw_figure(rgb, 240, 60, 500)
+    cv2.imwrite(str(page / "labels.png"), mask.astype(np.uint8))
+    x0, y0, x1, y1 = bbox(mask)
+    cv2.imwrite(str(page / "char_1.png"), cv2.cvtColor(np.dstack([rgb, mask.astype(np.uint8) * 255])[y0:y1, x0:x1],
+                                                       cv2.COLOR_RGBA2BGRA))
+    (tmp_path / "run" / "records.jsonl").write_text('{"image": "p1", "k": 1, "confidence": 0.97}\n')
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    for model, why in ((tmp_path / "none.onnx", "no such file"), (junk, "not a usable ONNX model")):
+        params = tmp_path / "params.yaml"
+        params.write_text(f"score:\n  framing_model: {model}\n")
+        r = CliRunner().invoke(app, ["score", str(tmp_path / "run"), "--params", str(params)])
+        assert r.exit_code == 2 and f"score.framing_model {model}: {why}" in r.output, r.output
+    r = CliRunner().invoke(app, ["score", str(tmp_path / "run")])  # the shipped tagger
+    assert r.exit_code == 0, r.output
+
+
+def test_a_malformed_landmark_table_is_named(tmp_path):
+    from kirinuki.train.framing import read_landmarks
+
+    table = tmp_path / "t.csv"
+    table.write_text("file,skip,chin\na.png,0,12\n")
+    with pytest.raises(ValueError, match="t.csv: missing column"):
+        read_landmarks(table, tmp_path, print)
+    table.write_text("file,sha256,skip,chin,armpit,waist,crotch,ankle\na.png,00,0,12,x,,,\n")
+    with pytest.raises(ValueError, match="t.csv: row 2: a landmark is not a number"):
+        read_landmarks(table, tmp_path, print)
+    logged = []
+    table.write_text("file,sha256,skip,chin,armpit,waist,crotch,ankle\na.png,00,0,12,20,,,\n")
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((20, 10, 4), 255, np.uint8))
+    assert read_landmarks(table, tmp_path, logged.append) == [] and "sha256 differs" in logged[0]

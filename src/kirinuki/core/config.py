@@ -161,6 +161,8 @@ class ExtractParams(Section):
 
 # fitted on realbench dev for the default extractor; see its provenance
 DEFAULT_SCORE_WEIGHTS = Path(__file__).parent.parent / "quality" / "score_weights.yaml"
+# trained by `kirinuki train-framing`; its card (data, sha256) beside it
+DEFAULT_FRAMING_MODEL = Path(__file__).parent.parent / "quality" / "framing.onnx"
 
 
 class ScoreParams(Section):
@@ -184,12 +186,16 @@ class ScoreParams(Section):
     weights_file: Optional[Path] = None
     # the framing tagger (`kirinuki train-framing`); None: the one shipped with kirinuki
     framing_model: Optional[Path] = None
-    # L2 `framing` (and the caption tag) only at least this sure; below, only `framing_guess`
+    # L2 `framing` (the caption tag) = `framing_guess` where at least this sure (and one figure), else null
     framing_min_confidence: float = Field(0.95, ge=0, le=1)
 
     @property
     def weights_path(self) -> Path:
         return self.weights_file or DEFAULT_SCORE_WEIGHTS
+
+    @property
+    def framing_path(self) -> Path:
+        return self.framing_model or DEFAULT_FRAMING_MODEL
 
     @model_validator(mode="after")
     def _check(self):

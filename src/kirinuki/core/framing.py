@@ -35,6 +35,9 @@ def framing_input(image: np.ndarray) -> np.ndarray:
 
 def decode(probs: np.ndarray) -> tuple[str, float]:
     """The four 'reaches past close-up / portrait / upper body / cowboy shot' probabilities ->
-    (kind, confidence: the least sure answer, 0 a coin toss .. 1 certain)."""
-    extent = int((probs > 0.5).sum())
-    return BY_EXTENT[extent], round(float(np.abs(probs - 0.5).min() * 2), 4)
+    (kind: how many answers before the first no, confidence: the least sure answer, 0 a coin toss ..
+    1 certain; 0 where the answers contradict each other, a yes after a no)."""
+    yes = probs > 0.5
+    extent = int(np.argmin(yes)) if not yes.all() else len(yes)
+    ordered = not yes[extent:].any()
+    return BY_EXTENT[extent], round(float(np.abs(probs - 0.5).min() * 2), 4) if ordered else 0.0

@@ -172,7 +172,7 @@ def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None
             "hold. Refit them with `kirinuki calibrate` on pages with ground truth")
     from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
 
-    rows, seconds = cutout_features(extract_dir, records, params, log, FramingTagger(params.framing_model))
+    rows, seconds = cutout_features(extract_dir, records, params, log, FramingTagger(params.framing_path))
     if rows:
         check_model(model, rows[0]["features"])
     start = time.perf_counter()

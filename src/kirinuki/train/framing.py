@@ -33,15 +33,27 @@ RENDER = 4 * INPUT  # crops are drawn at most this large (long side) before the 
 
 def read_landmarks(table: Path, sprite_root: Path, log: Callable[[str], None]) -> list[tuple[np.ndarray, dict]]:
     """(RGBA sprite cropped to its drawn pixels, {landmark: share of its height or None}) per usable row
-    of `table` (file relative to `sprite_root`; rows with skip = 1 or no chin are left out)."""
+    of `table` (`file` relative to `sprite_root`, checked against its `sha256`; rows with skip = 1 or
+    no chin are left out). A malformed table is a ValueError naming the file, row and column."""
     out = []
     with open(table, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["skip"].strip() == "1" or not row["chin"].strip():
+        reader = csv.DictReader(f)
+        missing = [c for c in ("file", "sha256", "skip", *LANDMARKS) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{table}: missing column(s) {', '.join(missing)}")
+        for n, row in enumerate(reader, start=2):
+            if (row["skip"] or "").strip() == "1" or not (row["chin"] or "").strip():
                 continue
+            try:
+                marks = {k: float(row[k]) / 100 if (row[k] or "").strip() else None for k in LANDMARKS}
+            except ValueError:
+                raise ValueError(f"{table}: row {n}: a landmark is not a number (0-100)") from None
             path = Path(sprite_root) / row["file"]
             if not path.is_file():
                 log(f"{path}: missing; skipped")
+                continue
+            if sha256_file(path) != row["sha256"]:
+                log(f"{path}: sha256 differs from {table}; skipped")
                 continue
             try:
                 rgba = read_rgba_png(path)
@@ -52,7 +64,6 @@ def read_landmarks(table: Path, sprite_root: Path, log: Callable[[str], None]) -
             if len(ys) == 0:
                 log(f"{path}: fully transparent; skipped")
                 continue
-            marks = {k: float(row[k]) / 100 if row[k].strip() else None for k in LANDMARKS}
             out.append((rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1], marks))
     return out
 
@@ -149,15 +160,20 @@ def figure_samples(pages: Path, gt: Path, manifest: Path, log: Callable[[str], N
         if page not in images or page not in truth:
             log(f"{page}: no image under {pages} or no ground truth under {gt}; skipped")
             continue
-        rgb = read_image(images[page], ExtractParams().max_pixels)
-        for fig in read_json(truth[page]).get("figures", []):
-            if fig.get("kind") not in KINDS:
-                continue
-            x0, y0, x1, y1 = (int(round(v)) for v in fig["box"])
+        try:
+            rgb = read_image(images[page], ExtractParams().max_pixels)
+            figures = [(fig["kind"], [int(round(v)) for v in fig["box"]])
+                       for fig in read_json(truth[page]).get("figures", []) if fig.get("kind") in KINDS]
+            if any(len(box) != 4 for _, box in figures):
+                raise ValueError(f"{truth[page]}: a box is not [x0, y0, x1, y1]")
+        except (BadImage, KeyError, TypeError, ValueError, AttributeError) as e:
+            log(f"{page}: unusable ({e}); skipped")
+            continue
+        for kind, (x0, y0, x1, y1) in figures:
             crop = rgb[max(0, y0):y1, max(0, x0):x1]
             if crop.size:
                 x.append(framing_input(crop))
-                y.append(BY_EXTENT.index(fig["kind"]))
+                y.append(BY_EXTENT.index(kind))
     return np.array(x, np.float32).reshape(-1, INPUT, INPUT), np.array(y, np.int64)
 
 
