@@ -288,3 +288,6 @@ def test_generated_tags_say_where_the_page_edge_cuts_the_figure():
     row = {"features": {"heads": 1}, "reasons": [], "layers": {"l2_content": {"frame_sides": ["bottom", "left"]}}}
     assert generated_tags(row, {"monochrome": True}) == ["feet_out_of_frame", "solo", "monochrome", "greyscale"]
     assert generated_tags({"features": {"heads": 2}, "reasons": ["multi_character"]}, {}) == []
+    standing = {**row, "framing": "full_body"}  # a sure full_body stands on the edge: its feet are drawn
+    assert generated_tags(standing, {}) == ["full_body", "solo"]
+    assert generated_tags({**row, "framing": "upper_body"}, {}) == ["upper_body", "feet_out_of_frame", "solo"]

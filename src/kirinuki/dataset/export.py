@@ -200,7 +200,9 @@ def generated_tags(row: dict, page: dict) -> list[str]:
     if row.get("framing"):
         tags.append(row["framing"])
     sides = row.get("layers", {}).get("l2_content", {}).get("frame_sides", [])
-    tags += [FRAME_TAGS[s] for s in sides if s in FRAME_TAGS]
+    # a sure full_body: the figure stands on its frame's edge, its feet drawn (no contradicting tag)
+    tags += [FRAME_TAGS[s] for s in sides
+             if s in FRAME_TAGS and not (s == "bottom" and row.get("framing") == "full_body")]
     if row.get("features", {}).get("heads", 1) <= 1 and "multi_character" not in row.get("reasons", []):
         tags.append("solo")
     if page.get("monochrome"):
