@@ -244,3 +244,8 @@ def index_gt(gt_root: Path) -> dict[str, Path]:
         if p.suffix.lower() in IMAGE_SUFFIXES and p.stem.endswith(GT_SUFFIX) and p.is_file():
             found.setdefault(p.stem[: -len(GT_SUFFIX)], p)
     return found
+
+
+def index_box_gt(gt_root: Path) -> dict[str, Path]:
+    """Image stem -> `<stem>_gt.json` (box ground truth) anywhere under `gt_root` (beside or mirroring the images)."""
+    return {p.name[: -len("_gt.json")]: p for p in sorted(Path(gt_root).rglob("*_gt.json")) if p.is_file()}

@@ -190,11 +190,6 @@ def summarize_boxes(pages: list[dict]) -> dict:
             **{f"missed_{why}_rate": ratio(total[f"missed_{why}"], nf) for why in MISSED}}
 
 
-def index_box_gt(gt_root: Path) -> dict[str, Path]:
-    """Image stem -> `<stem>_gt.json` anywhere under `gt_root` (beside or mirroring the images)."""
-    return {p.name[: -len("_gt.json")]: p for p in sorted(Path(gt_root).rglob("*_gt.json")) if p.is_file()}
-
-
 def box_rows(extract_dir: Path, gt_index: dict[str, Path], gt_root: Path, iou_match: float, clean_iou: float,
              log) -> tuple[list[dict], list[dict]]:
     """(one row per extracted page that has box ground truth: the page's counts, its group (the

@@ -28,9 +28,9 @@ from scipy.stats import spearmanr
 from kirinuki import __version__
 from kirinuki.quality import boosting
 from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
-from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_text
+from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_text
 from kirinuki.quality.score import cutout_features, grade
-from kirinuki.qc.boxes import BoxGTError, cutout_quality, index_box_gt, page_box_metrics, read_box_gt
+from kirinuki.qc.boxes import BoxGTError, cutout_quality, page_box_metrics, read_box_gt
 from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
 

@@ -21,8 +21,8 @@ from kirinuki.quality.features import completeness
 from kirinuki.quality.score import GRADES
 from kirinuki.dataset.reviews import latest, lora_ok_by_sha, read_reviews, review_summary
 from kirinuki.core.framing import KINDS
-from kirinuki.qc.boxes import box_rows, box_summary, index_box_gt
-from kirinuki.core.imageio import BadImage, index_gt, read_jsonl, read_label_png, write_json, write_text
+from kirinuki.qc.boxes import box_rows, box_summary
+from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_json, write_text
 
 MAX_LABEL = 65535  # largest id a uint16 PNG label map can hold
 IMAGE_COLUMNS = ["image", "n_gt", "n_pred", "union_iou", "instance_iou", "tp", "fp", "fn",

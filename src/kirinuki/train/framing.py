@@ -24,7 +24,7 @@ import numpy as np
 from kirinuki.core.cards import card_path, sha256_file
 from kirinuki.core.framing import BY_EXTENT, INPUT, KINDS, framing_input
 from kirinuki.core.config import ExtractParams
-from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_json, read_rgba_png, write_json
+from kirinuki.core.imageio import BadImage, atomic_path, index_box_gt, read_image, read_json, read_rgba_png, write_json
 from kirinuki.train.data import load_backgrounds, screentone
 
 LANDMARKS = ("chin", "armpit", "waist", "crotch", "ankle")
@@ -151,7 +151,7 @@ def figure_samples(pages: Path, gt: Path, manifest: Path, log: Callable[[str], N
     """Box crops of every figure with a `kind` on the manifest's pages whose `use` is `training`
     (the page `<page>.*` anywhere under `pages`, `<page>_gt.json` anywhere under `gt`)."""
     images = {p.stem: p for p in sorted(Path(pages).rglob("*")) if p.is_file()}
-    truth = {p.name[:-len("_gt.json")]: p for p in sorted(Path(gt).rglob("*_gt.json"))}
+    truth = index_box_gt(gt)
     x, y = [], []
     with open(manifest, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r.get("use") == "training"]
