@@ -409,11 +409,13 @@ def track(tracker_id: str = typer.Argument(..., help="tracker ID, e.g. QCC-011")
     from kirinuki.publish.tickets import Ticket, check_ticket
     from kirinuki.publish.track import TrackBusy, TrackOptions, make_log, run_track, running_pid, start_background
     from kirinuki.publish.workspace import WorkspaceError, workspace_for_input
+    from kirinuki.quality.score import check_scorer
     cfg = _params(params)
     try:
         ws = workspace_for_input(work, tracker_id)
         check_ticket(Ticket(tracker_id, "", priority=priority, depends_on=tuple(needs or ())), cfg.publish.sheets)
-    except (WorkspaceError, ValueError) as e:
+        check_scorer(cfg.score)  # before extraction, not after it
+    except (WorkspaceError, ValueError, ConfigError) as e:
         _fail(str(e), code=2)
     if background:
         if running_pid(ws):

@@ -149,6 +149,14 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
     return rows, seconds
 
 
+def check_scorer(params: ScoreParams) -> None:
+    """ConfigError, one line, where the score weights or the framing tagger cannot be loaded: what a
+    tracker run checks before it spends minutes extracting pages it could not score."""
+    load_score_model(params.weights_path)
+    from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
+    FramingTagger(params.framing_path)
+
+
 def stale_extractors(model: ScoreModel, records: list[dict]) -> list[str]:
     """The extractors (records' params hash) that made these cut-outs but not the weights' own
     fit; [] where the weights do not say which extractor they were fitted on."""
