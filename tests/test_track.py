@@ -161,6 +161,9 @@ def test_unknown_priority_is_refused(tmp_path):
 def test_a_scorer_file_that_is_not_there_is_refused_before_extraction(tmp_path, tiny_model, key, says):
     work = make_work(tmp_path / "root", n_pages=1)
     params = params_file(tmp_path, tiny_model, score={key: str(tmp_path / "gone.file")})
-    r = runner.invoke(app, ["track", "QCC-017", "--input", str(work), "--params", str(params), "--no-notify"])
-    assert r.exit_code == 2 and says in r.output and "gone.file" in r.output, r.output
-    assert not workspace_for_input(work, "QCC-017").dir.exists()  # nothing extracted, no state written
+    for detach in ([], ["--background"]):  # a background run is refused before it detaches
+        r = runner.invoke(app, ["track", "QCC-017", "--input", str(work), "--params", str(params), "--no-notify",
+                                *detach])
+        assert r.exit_code == 2 and says in r.output and "gone.file" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+        assert not workspace_for_input(work, "QCC-017").dir.exists()  # nothing extracted, no state written

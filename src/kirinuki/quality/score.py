@@ -150,8 +150,8 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
 
 
 def check_scorer(params: ScoreParams) -> None:
-    """ConfigError, one line, where the score weights or the framing tagger cannot be loaded: what a
-    tracker run checks before it spends minutes extracting pages it could not score."""
+    """ConfigError naming the file where the score weights or the framing tagger cannot be loaded: what
+    a tracker run checks before it spends minutes extracting pages it could not score."""
     load_score_model(params.weights_path)
     from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
     FramingTagger(params.framing_path)
