@@ -9,8 +9,8 @@ sys.path.insert(0, "/work/main/src")
 from kirinuki.core.imageio import read_image, read_label_png, index_box_gt
 from kirinuki.qc.boxes import box_rows
 import os
-S = int(os.environ.get("LOOK_S", "64"))  # input side
-NOCTX = os.environ.get("NOCTX") == "1"  # page grey only under the cut-out's mask
+S = int(os.environ.get("LOOK_S", "64"))
+NOCTX = os.environ.get("NOCTX") == "1"
 
 def look_input(grey, labels, k):
     ys, xs = np.nonzero(labels == k)
@@ -43,6 +43,7 @@ def run(out_dir, images, targets, group_of, X, Y, G, K, SC):
 X, Y, G, K, SC = [], [], [], [], []
 # composites folds and realbench dev: mask IoU from per_cutout.csv
 for name, out_dir, img_dir in [*[(f"fold{f}", f"/tmp/folds/e{f}", f"/tmp/folds/f{f}/images") for f in range(1, 6)],
+                               ("bg5", "/tmp/folds/eb5", "/tmp/folds/b5/images"),
                                ("rb", "/tmp/rb", "/work/shared/realbench/dev/images")]:
     if not Path(out_dir, "per_cutout.csv").exists(): print("skip", out_dir); continue
     t = {(r["image"], int(r["k"])): float(r["iou"]) for r in csv.DictReader(open(Path(out_dir) / "per_cutout.csv"))}

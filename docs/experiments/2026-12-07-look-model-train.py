@@ -11,6 +11,8 @@ X, y, G, SC = d["X"].astype(np.float32) / 255.0 - 0.5, d["y"], d["group"], d["sc
 use = {r["source"]: r["use"] for r in csv.DictReader(open("/work/main/corpus/realpages.csv"))}
 kind = {r["page"]: r["kind"] for r in csv.DictReader(open("/work/main/corpus/realpages.csv"))}
 is_eval = np.array([g.startswith("rp:") and use[g[3:]] == "evaluation" for g in G])
+extra = os.environ.get("TRAIN_EXTRA", "").split(",")  # experiment only: evaluation-only groups trained on
+is_eval &= ~np.isin(G, extra)
 
 def net():
     def block(i, o): return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
@@ -47,6 +49,12 @@ def report(name, mask, p):
     return spearmanr(s, t)[0], spearmanr(p, t)[0], spearmanr(comb, t)[0]
 
 import os
+if os.environ.get("HOLD"):  # train without these groups, report on each of them, then stop
+    hold = os.environ["HOLD"].split(",")
+    m = fit(~np.isin(G, hold) & ~is_eval)
+    for h in hold:
+        t = G == h; report(f"held-out {h}", t, predict(m, t))
+    sys.exit()
 folds = [] if os.environ.get("NOFOLDS") else [f"fold{f}" for f in range(1, 6) if (G == f"fold{f}").any()]
 res = []
 for f in folds:
