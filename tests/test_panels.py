@@ -52,6 +52,32 @@ def test_an_illustration_is_one_panel():
     assert (find_panels(figures) == 1).all()
 
 
+def test_a_line_drawn_round_the_page_is_a_border_not_art():
+    page, frames = comic()
+    cv2.rectangle(page, (0, 0), (page.shape[1] - 1, page.shape[0] - 1), (0, 0, 0), 1)  # closes the gutters off
+    panels = find_panels(page)
+    assert panels.max() == 4
+    assert sorted(panel_boxes(panels)) == sorted(panel_boxes(find_panels(comic()[0])))
+
+
+def test_framed_panels_that_art_joins_are_cut_apart():
+    page, frames = comic()
+    cv2.ellipse(page, (150, 195), (30, 40), 0, 0, 360, (60, 60, 60), -1)  # a figure over the gutters' crossing
+    panels = find_panels(page)
+    assert panels.max() == 4
+    assert len({panels[100, 80], panels[100, 220], panels[300, 80], panels[300, 240]} - {0}) == 4
+
+
+def test_a_screentoned_illustration_with_a_border_is_one_panel():
+    page = np.full((300, 300, 3), 255, np.uint8)
+    page[::8, ::8] = page[1::8, 1::8] = 120  # light tone: paper runs between the dots
+    for x0 in (40, 170):  # two patches of dense tone, square like panels but framed by no line
+        patch = page[40:260, x0:x0 + 100]
+        patch[::3, ::3] = patch[1::3, 1::3] = 120
+    cv2.rectangle(page, (0, 0), (299, 299), (0, 0, 0), 1)  # the border line round a composite
+    assert (find_panels(page) == 1).all()
+
+
 def test_characters_stay_inside_their_panel(extract_params):
     page, frames = comic()
     params = extract_params.model_copy(update={"panels": True, "min_area": 0.0})

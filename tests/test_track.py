@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -13,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
+from kirinuki.core.config import ScoreParams
 from kirinuki.core.imageio import read_jsonl
 from kirinuki.pipeline import RunPaths
 from kirinuki.publish.track import TrackOptions, extract_with_limit, run_track
@@ -167,3 +169,15 @@ def test_a_scorer_file_that_is_not_there_is_refused_before_extraction(tmp_path, 
         assert r.exit_code == 2 and says in r.output and "gone.file" in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1, r.output
         assert not workspace_for_input(work, "QCC-017").dir.exists()  # nothing extracted, no state written
+
+
+def test_score_weights_with_a_feature_the_scorer_lacks_are_refused_before_extraction(tmp_path, tiny_model):
+    weights = yaml.safe_load(Path(ScoreParams().weights_path).read_text(encoding="utf-8"))
+    weights["features"].append("sparkle")
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(weights))
+    work = make_work(tmp_path / "root", n_pages=1)
+    params = params_file(tmp_path, tiny_model, score={"weights_file": str(tmp_path / "w.yaml")})
+    r = runner.invoke(app, ["track", "QCC-018", "--input", str(work), "--params", str(params), "--no-notify"])
+    assert r.exit_code == 2 and "w.yaml" in r.output and "['sparkle']" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert not workspace_for_input(work, "QCC-018").dir.exists()

@@ -7,7 +7,9 @@ and covers at least `min_panel` of the page and `min_fill` of its own box (panel
 rectangles or slanted quadrilaterals; a figure drawn on white paper is not) is a panel. A page
 that is one panel (an illustration, a cover, a CG, or a page whose gutters are all bridged by
 art) gives one panel. On a page with framed panels, rows and columns that are mostly gutter are
-gutter even where a bubble or a figure bridges them.
+gutter even where a bubble or a figure bridges them; so too on a page whose panels only show as
+such once a thin line drawn round the whole page is set aside, or once those rows and columns
+are cut, when the pieces are framed by dark lines.
 
 Panel borders are hard boundaries for extraction: each panel is segmented on its own crop and no
 character crosses a gutter. The art outside every panel found (a figure drawn over the frames, or
@@ -25,6 +27,9 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
 
 PAPER = 225  # grey level: darker is ink
+FRAME_INK = 100  # grey level: darker is a frame line's
+FRAME_RUN = 0.85  # share of a panel's side a frame line runs along
+BORDER = 3  # px: a line round the whole page at most this thick is a drawn border
 
 
 def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_panel: float = 0.015,
@@ -34,27 +39,29 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     top to bottom, right to left within a row, as manga reads). All ones when the page has fewer
     than two panels. On a page with two panels that fill `framed_fill` of their boxes, a row or
     column (of the page, then of each part cut off) in which less than `bridged` of the pixels are
-    art is gutter too. Works on a copy at most `max_side` px on its longer side."""
+    art is gutter too. On other pages the same cut is tried, with a thin line drawn round the whole
+    page taken for what it is (a border, not art), and kept where it gives panels framed by dark
+    lines (framed_panels). Works on a copy at most `max_side` px on its longer side."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-    ink = (cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) < paper).astype(np.uint8)
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    ink = (grey < paper).astype(np.uint8)
     r = max(1, round(seal * max(small.shape[:2])))
-    ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
-    # a 1 px paper frame joins the paper along every edge into one gutter
-    framed = cv2.copyMakeBorder(1 - ink, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
-    _, paper_regions = cv2.connectedComponents(framed, connectivity=4)
-    gutter = (paper_regions == paper_regions[0, 0])[1:-1, 1:-1]
+    gutter = _gutter(ink, r)
     n, regions, stats, keep = _panel_regions(~gutter, min_panel, min_fill)
     if sum(_fill(stats)[i] >= framed_fill for i in keep) >= 2:
         # two framed rectangles: a comic page. Where a bubble or a figure drawn across a gutter
         # joins two panels, cut along the rows and columns that are mostly gutter all the same
-        # (not on other pages, where it would cut a figure on white paper, or a bubble, into blocks)
-        art = np.zeros_like(gutter)
-        for y0, y1, x0, x1 in _xy_cut(~gutter, 0, gutter.shape[0], 0, gutter.shape[1], bridged):
-            art[y0:y1, x0:x1] = ~gutter[y0:y1, x0:x1]
-        n, regions, stats, keep = _panel_regions(art, min_panel, min_fill)
+        n, regions, stats, keep = _panel_regions(_cut_gutters(gutter, bridged), min_panel, min_fill)
+    else:
+        # a page border closes the gutters off from the page's edge, or art bridges them. Not kept
+        # on an illustration, where the cut would split a figure on white paper, or a bubble, into
+        # blocks, nor on a screentoned one, where light tone reads as paper: neither is framed by lines
+        cut = _panel_regions(_cut_gutters(_gutter(_without_border(ink), r), bridged), min_panel, min_fill)
+        if framed_panels(grey < FRAME_INK, cut[2], cut[3]):
+            n, regions, stats, keep = cut
     if len(keep) < 2:
         return np.ones((h, w), np.int32)
     order = sorted(keep, key=lambda i: (_row(stats, i, keep), -stats[i, cv2.CC_STAT_LEFT]))
@@ -62,6 +69,56 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     lut[order] = np.arange(1, len(order) + 1)
     panels = lut[regions]
     return cv2.resize(panels, (w, h), interpolation=cv2.INTER_NEAREST) if scale < 1 else panels
+
+
+def _gutter(ink: np.ndarray, r: int) -> np.ndarray:
+    """The paper connected to the page's border, ink closed over r px so that hairline gaps hold."""
+    ink = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+    # a 1 px paper frame joins the paper along every edge into one gutter
+    framed = cv2.copyMakeBorder(1 - ink, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    _, paper_regions = cv2.connectedComponents(framed, connectivity=4)
+    return (paper_regions == paper_regions[0, 0])[1:-1, 1:-1]
+
+
+def _cut_gutters(gutter: np.ndarray, bridged: float) -> np.ndarray:
+    """The art of a page with the rows and columns that are mostly gutter (_xy_cut) taken out."""
+    art = np.zeros_like(gutter)
+    for y0, y1, x0, x1 in _xy_cut(~gutter, 0, gutter.shape[0], 0, gutter.shape[1], bridged):
+        art[y0:y1, x0:x1] = ~gutter[y0:y1, x0:x1]
+    return art
+
+
+def _without_border(ink: np.ndarray) -> np.ndarray:
+    """uint8 ink map without the ink lines, at most BORDER px thick, that run the whole length
+    of a page edge: a border drawn round the page (a band of art that reaches the edge is kept)."""
+    ink = ink.copy()
+    for edge in (ink, ink[::-1], ink.T, ink.T[::-1]):  # views: writing to one writes to ink
+        depth = 0
+        while depth <= min(BORDER, len(edge) - 1) and edge[depth].mean() > 0.98:
+            depth += 1
+        if depth <= BORDER:
+            edge[:depth] = 0
+    return ink
+
+
+def _framed_sides(dark: np.ndarray, stat: np.ndarray, tol: int = 2) -> int:
+    """How many sides of a region's box (cv2 stats row) that lie inside the page run along a dark
+    line, within `tol` px, for FRAME_RUN of their length."""
+    x, y, w, h = (int(v) for v in stat[:4])
+    H, W = dark.shape
+    sides = [dark[y:y + tol + 1, x:x + w].max(0) if y > tol else None,
+             dark[y + h - tol - 1:y + h, x:x + w].max(0) if y + h < H - tol else None,
+             dark[y:y + h, x:x + tol + 1].max(1) if x > tol else None,
+             dark[y:y + h, x + w - tol - 1:x + w].max(1) if x + w < W - tol else None]
+    return sum(s.mean() >= FRAME_RUN for s in sides if s is not None and s.size)
+
+
+def framed_panels(dark: np.ndarray, stats: np.ndarray, keep: list[int]) -> bool:
+    """Whether regions look like panels drawn with frame lines: two of them framed by dark lines on
+    at least two of their inner sides, one of them on three (a panel that bleeds off the page has
+    its frame on the other sides)."""
+    sides = [_framed_sides(dark, stats[i]) for i in keep]
+    return sum(s >= 2 for s in sides) >= 2 and max(sides, default=0) >= 3
 
 
 def _panel_regions(art: np.ndarray, min_panel: float, min_fill: float):

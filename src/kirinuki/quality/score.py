@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import cv2
 import numpy as np
 
 from kirinuki.quality import boosting
-from kirinuki.core.config import ScoreModel, ScoreParams, load_score_model
+from kirinuki.core.config import ConfigError, ScoreModel, ScoreParams, load_score_model
 from kirinuki.quality.features import SIDES, features
 from kirinuki.core.imageio import BadImage, read_jsonl, read_label_png, read_rgba_png, write_jsonl
 
@@ -120,12 +121,6 @@ def grade(f: dict, predicted: float, params: ScoreParams, framing: Optional[tupl
             "messages": [MESSAGES[r][0] for r in reasons], "messages_ja": [MESSAGES[r][1] for r in reasons]}
 
 
-def check_model(model: ScoreModel, f: dict) -> None:
-    unknown = sorted(set(model.features) - set(f))
-    if unknown:
-        raise ScoreError(f"the score weights use feature(s) the scorer does not compute: {unknown}")
-
-
 def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
                     log: Callable[[str], None], tagger: Optional[Callable[[np.ndarray], tuple[str, float]]] = None) -> tuple[list[dict], list[float]]:
     """(rows with image, k, features and, with a tagger, framing; seconds per cut-out) for the readable records."""
@@ -149,10 +144,22 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
     return rows, seconds
 
 
+def unknown_features(model: ScoreModel) -> str:
+    """'' or the message naming the features the weights use that the scorer does not compute (it
+    computes the same names for every cut-out: those of a small disc, and `panels` from extraction)."""
+    disc = np.zeros((32, 32), np.uint8)
+    cv2.circle(disc, (16, 16), 10, 255, -1)
+    unknown = sorted(set(model.features) - set(features(np.dstack([disc] * 4), disc > 0, 1.0, ScoreParams()))
+                     - {"panels"})
+    return f"the score weights use feature(s) the scorer does not compute: {unknown}" if unknown else ""
+
+
 def check_scorer(params: ScoreParams) -> None:
-    """ConfigError naming the file where the score weights or the framing tagger cannot be loaded: what
-    a tracker run checks before it spends minutes extracting pages it could not score."""
-    load_score_model(params.weights_path)
+    """ConfigError naming the file where the score weights or the framing tagger cannot be loaded, or
+    the weights use a feature the scorer does not compute: what a tracker run checks before it spends
+    minutes extracting pages it could not score."""
+    if unknown := unknown_features(load_score_model(params.weights_path)):
+        raise ConfigError(f"{params.weights_path}: {unknown}")
     from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
     FramingTagger(params.framing_path)
 
@@ -180,9 +187,9 @@ def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None
             "hold. Refit them with `kirinuki calibrate` on pages with ground truth")
     from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
 
+    if unknown := unknown_features(model):
+        raise ScoreError(unknown)
     rows, seconds = cutout_features(extract_dir, records, params, log, FramingTagger(params.framing_path))
-    if rows:
-        check_model(model, rows[0]["features"])
     start = time.perf_counter()
     predicted = composite([r["features"] for r in rows], model)
     scored = [{"image": r["image"], "k": r["k"], **grade(r["features"], p, params, r["framing"]), "features": r["features"]}
