@@ -41,7 +41,7 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     column (of the page, then of each part cut off) in which less than `bridged` of the pixels are
     art is gutter too. On other pages the same cut is tried, with a thin line drawn round the whole
     page taken for what it is (a border, not art), and kept where it gives panels framed by dark
-    lines (framed_panels). Works on a copy at most `max_side` px on its longer side."""
+    lines (_framed_panels). Works on a copy at most `max_side` px on its longer side."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -60,7 +60,7 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
         # on an illustration, where the cut would split a figure on white paper, or a bubble, into
         # blocks, nor on a screentoned one, where light tone reads as paper: neither is framed by lines
         cut = _panel_regions(_cut_gutters(_gutter(_without_border(ink), r), bridged), min_panel, min_fill)
-        if framed_panels(grey < FRAME_INK, cut[2], cut[3]):
+        if _framed_panels(grey < FRAME_INK, cut[2], cut[3]):
             n, regions, stats, keep = cut
     if len(keep) < 2:
         return np.ones((h, w), np.int32)
@@ -113,7 +113,7 @@ def _framed_sides(dark: np.ndarray, stat: np.ndarray, tol: int = 2) -> int:
     return sum(s.mean() >= FRAME_RUN for s in sides if s is not None and s.size)
 
 
-def framed_panels(dark: np.ndarray, stats: np.ndarray, keep: list[int]) -> bool:
+def _framed_panels(dark: np.ndarray, stats: np.ndarray, keep: list[int]) -> bool:
     """Whether regions look like panels drawn with frame lines: two of them framed by dark lines on
     at least two of their inner sides, one of them on three (a panel that bleeds off the page has
     its frame on the other sides)."""
