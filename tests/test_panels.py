@@ -53,7 +53,7 @@ def test_an_illustration_is_one_panel():
 
 
 def test_a_line_drawn_round_the_page_is_a_border_not_art():
-    page, frames = comic()
+    page, _ = comic()
     cv2.rectangle(page, (0, 0), (page.shape[1] - 1, page.shape[0] - 1), (0, 0, 0), 1)  # closes the gutters off
     panels = find_panels(page)
     assert panels.max() == 4
@@ -61,11 +61,20 @@ def test_a_line_drawn_round_the_page_is_a_border_not_art():
 
 
 def test_framed_panels_that_art_joins_are_cut_apart():
-    page, frames = comic()
+    page, _ = comic()
     cv2.ellipse(page, (150, 195), (30, 40), 0, 0, 360, (60, 60, 60), -1)  # a figure over the gutters' crossing
     panels = find_panels(page)
     assert panels.max() == 4
     assert len({panels[100, 80], panels[100, 220], panels[300, 80], panels[300, 240]} - {0}) == 4
+
+
+def test_hairline_frames_of_a_large_scan_still_frame_its_panels():
+    page = np.full((1200, 900, 3), 255, np.uint8)  # worked on at a third of its size: 1 px frames turn grey
+    for x0, y0, x1, y1 in [(30, 30, 435, 570), (465, 30, 870, 570), (30, 600, 570, 1170), (600, 600, 870, 1170)]:
+        cv2.rectangle(page, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), 1)
+        cv2.circle(page, ((x0 + x1) // 2, (y0 + y1) // 2), 90, (90, 90, 90), -1)
+    cv2.ellipse(page, (450, 585), (90, 120), 0, 0, 360, (60, 60, 60), -1)  # art across the gutters
+    assert find_panels(page, max_side=400).max() == 4
 
 
 def test_a_screentoned_illustration_with_a_border_is_one_panel():

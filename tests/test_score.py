@@ -6,7 +6,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from kirinuki.cli import app
 from kirinuki.core.config import DEFAULT_SCORE_WEIGHTS, ScoreParams, load_score_model
 from kirinuki.quality.features import completeness, features, head_count, outline_contacts, text_share
 from kirinuki.core.imageio import read_jsonl, write_jsonl, write_png
@@ -270,6 +273,18 @@ def test_lettering_on_paper_is_text():
     assert text_share(rgba, (6, 60)) > 0.05
     plain = np.full((200, 200, 4), 255, np.uint8)
     assert text_share(plain, (6, 60)) == 0.0
+
+
+def test_score_weights_with_a_feature_the_scorer_lacks_are_refused(tmp_path):
+    """Refused before any cut-out is read, with the file and the features named (exit 2)."""
+    weights = yaml.safe_load(DEFAULT_SCORE_WEIGHTS.read_text(encoding="utf-8"))
+    weights["features"].append("sparkle")
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump(weights))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"score": {"weights_file": str(tmp_path / "w.yaml")}}))
+    write_jsonl(tmp_path / "out" / "records.jsonl", [{"image": "p1", "k": 1, "confidence": 0.9}])  # no cut-out files
+    r = CliRunner().invoke(app, ["score", str(tmp_path / "out"), "-p", str(tmp_path / "params.yaml")])
+    assert r.exit_code == 2 and "w.yaml" in r.output and "['sparkle']" in r.output, r.output
+    assert not (tmp_path / "out" / "scores.jsonl").exists()
 
 
 def test_run_score_rescores_an_extract_folder(tmp_path):

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -14,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
-from kirinuki.core.config import ScoreParams
+from kirinuki.core.config import DEFAULT_SCORE_WEIGHTS
 from kirinuki.core.imageio import read_jsonl
 from kirinuki.pipeline import RunPaths
 from kirinuki.publish.track import TrackOptions, extract_with_limit, run_track
@@ -172,7 +171,7 @@ def test_a_scorer_file_that_is_not_there_is_refused_before_extraction(tmp_path, 
 
 
 def test_score_weights_with_a_feature_the_scorer_lacks_are_refused_before_extraction(tmp_path, tiny_model):
-    weights = yaml.safe_load(Path(ScoreParams().weights_path).read_text(encoding="utf-8"))
+    weights = yaml.safe_load(DEFAULT_SCORE_WEIGHTS.read_text(encoding="utf-8"))
     weights["features"].append("sparkle")
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(weights))
     work = make_work(tmp_path / "root", n_pages=1)

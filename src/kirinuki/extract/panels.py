@@ -29,7 +29,7 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 PAPER = 225  # grey level: darker is ink
 FRAME_INK = 100  # grey level: darker is a frame line's
 FRAME_RUN = 0.85  # share of a panel's side a frame line runs along
-BORDER = 3  # px: a line round the whole page at most this thick is a drawn border
+BORDER = 3  # px of the working copy: a line round the whole page at most this thick is a drawn border
 
 
 def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_panel: float = 0.015,
@@ -46,8 +46,7 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    ink = (grey < paper).astype(np.uint8)
+    ink = (cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) < paper).astype(np.uint8)
     r = max(1, round(seal * max(small.shape[:2])))
     gutter = _gutter(ink, r)
     n, regions, stats, keep = _panel_regions(~gutter, min_panel, min_fill)
@@ -59,8 +58,9 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
         # a page border closes the gutters off from the page's edge, or art bridges them. Not kept
         # on an illustration, where the cut would split a figure on white paper, or a bubble, into
         # blocks, nor on a screentoned one, where light tone reads as paper: neither is framed by lines
-        cut = _panel_regions(_cut_gutters(_gutter(_without_border(ink), r), bridged), min_panel, min_fill)
-        if _framed_panels(grey < FRAME_INK, cut[2], cut[3]):
+        bare = _without_border(ink)
+        cut = _panel_regions(_cut_gutters(gutter if bare is ink else _gutter(bare, r), bridged), min_panel, min_fill)
+        if _framed_panels(_dark(rgb, small.shape[:2]), cut[2], cut[3]):
             n, regions, stats, keep = cut
     if len(keep) < 2:
         return np.ones((h, w), np.int32)
@@ -89,27 +89,42 @@ def _cut_gutters(gutter: np.ndarray, bridged: float) -> np.ndarray:
 
 
 def _without_border(ink: np.ndarray) -> np.ndarray:
-    """uint8 ink map without the ink lines, at most BORDER px thick, that run the whole length
-    of a page edge: a border drawn round the page (a band of art that reaches the edge is kept)."""
-    ink = ink.copy()
-    for edge in (ink, ink[::-1], ink.T, ink.T[::-1]):  # views: writing to one writes to ink
+    """uint8 ink map without the ink lines, at most BORDER px (of the working copy) thick, that run
+    along more than 98 % of a page edge: a border drawn round the page (a band of art that reaches
+    the edge is kept). `ink` itself where there is none."""
+    views = (ink, ink[::-1], ink.T, ink.T[::-1])
+    depths = []
+    for edge in views:  # all four measured before any is cleared
         depth = 0
         while depth <= min(BORDER, len(edge) - 1) and edge[depth].mean() > 0.98:
             depth += 1
-        if depth <= BORDER:
-            edge[:depth] = 0
-    return ink
+        depths.append(depth if depth <= BORDER else 0)
+    if not any(depths):
+        return ink
+    bare = ink.copy()
+    for edge, depth in zip((bare, bare[::-1], bare.T, bare.T[::-1]), depths):  # views: writing to one writes to bare
+        edge[:depth] = 0
+    return bare
+
+
+def _dark(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """HxW bool of the working copy's size: where the page, at full size, has a pixel dark enough for
+    a frame line (grey < FRAME_INK); a hairline frame stays dark where the copy is smaller."""
+    dark = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < FRAME_INK).astype(np.uint8) * 255
+    if dark.shape != tuple(shape):
+        dark = cv2.resize(dark, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return dark > 0
 
 
 def _framed_sides(dark: np.ndarray, stat: np.ndarray, tol: int = 2) -> int:
-    """How many sides of a region's box (cv2 stats row) that lie inside the page run along a dark
-    line, within `tol` px, for FRAME_RUN of their length."""
+    """How many sides of a region's box (cv2 stats row) that lie inside the page (more than BORDER
+    px from its edge) run along a dark line, within `tol` px, for FRAME_RUN of their length."""
     x, y, w, h = (int(v) for v in stat[:4])
     H, W = dark.shape
-    sides = [dark[y:y + tol + 1, x:x + w].max(0) if y > tol else None,
-             dark[y + h - tol - 1:y + h, x:x + w].max(0) if y + h < H - tol else None,
-             dark[y:y + h, x:x + tol + 1].max(1) if x > tol else None,
-             dark[y:y + h, x + w - tol - 1:x + w].max(1) if x + w < W - tol else None]
+    sides = [dark[y:y + tol + 1, x:x + w].max(0) if y > BORDER else None,
+             dark[y + h - tol - 1:y + h, x:x + w].max(0) if y + h < H - BORDER else None,
+             dark[y:y + h, x:x + tol + 1].max(1) if x > BORDER else None,
+             dark[y:y + h, x + w - tol - 1:x + w].max(1) if x + w < W - BORDER else None]
     return sum(s.mean() >= FRAME_RUN for s in sides if s is not None and s.size)
 
 

@@ -29,7 +29,7 @@ from kirinuki import __version__
 from kirinuki.quality import boosting
 from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
 from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_text
-from kirinuki.quality.score import cutout_features, grade
+from kirinuki.quality.score import cutout_features, grade, scorer_features
 from kirinuki.qc.boxes import BoxGTError, cutout_quality, page_box_metrics, read_box_gt
 from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
@@ -180,7 +180,7 @@ def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, go
         raise CalibrateError(f"{n_good} good cut-outs (IoU >= {good_iou}, or clean on box ground truth) and "
                              f"{len(samples) - n_good} others; calibration needs at least {cal.min_per_class} of "
                              "each (calibrate.min_per_class)")
-    unknown = sorted(set(cal.features) - set(samples[0]["features"]))
+    unknown = sorted(set(cal.features) - scorer_features())
     if unknown:
         raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
 

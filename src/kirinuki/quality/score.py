@@ -144,13 +144,17 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
     return rows, seconds
 
 
-def unknown_features(model: ScoreModel) -> str:
-    """'' or the message naming the features the weights use that the scorer does not compute (it
-    computes the same names for every cut-out: those of a small disc, and `panels` from extraction)."""
+def scorer_features() -> set[str]:
+    """The names of the features the scorer computes for every cut-out: those of a small disc (no
+    name depends on the cut-out), and `panels`, which extraction counts."""
     disc = np.zeros((32, 32), np.uint8)
     cv2.circle(disc, (16, 16), 10, 255, -1)
-    unknown = sorted(set(model.features) - set(features(np.dstack([disc] * 4), disc > 0, 1.0, ScoreParams()))
-                     - {"panels"})
+    return set(features(np.dstack([disc] * 4), disc > 0, 1.0, ScoreParams())) | {"panels"}
+
+
+def unknown_features(model: ScoreModel) -> str:
+    """'' or the message naming the features the weights use that the scorer does not compute."""
+    unknown = sorted(set(model.features) - scorer_features())
     return f"the score weights use feature(s) the scorer does not compute: {unknown}" if unknown else ""
 
 
