@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.quality import boosting
-from kirinuki.qc.calibrate import CalibrateError, calibrate, fold_of, inputs_digest, to_yaml
+from kirinuki.qc.calibrate import CalibrateError, calibrate, fold_of, inputs_digest, run_calibrate, to_yaml
 from kirinuki.cli import app
 from kirinuki.core.config import CalibrateParams, ConfigError, ScoreParams, load_score_model
 from kirinuki.core.imageio import write_png
@@ -86,6 +86,14 @@ def test_refuses_one_sided_samples():
     same = [{**s, "iou": 0.9, "good": True} for s in samples(120)]
     with pytest.raises(CalibrateError, match="needs at least 10 of each"):
         calibrate(same, P, CalibrateParams(features=FEATURES), 0.75, [])
+
+
+def test_refuses_a_feature_the_scorer_does_not_compute_before_collecting(tmp_path):
+    cal = CalibrateParams(features=[*FEATURES, "sparkle"])
+    with pytest.raises(CalibrateError, match=r"calibrate.features: the scorer computes no feature \['sparkle'\]"):
+        run_calibrate([tmp_path / "not-an-extract-folder"], [tmp_path / "no-gt"], P, cal, 0.5, 0.75, 0.7,
+                      tmp_path / "w.yaml")  # neither folder exists: refused before either is looked at
+    assert not (tmp_path / "w.yaml").exists()
 
 
 def test_weights_file_round_trip_and_bad_file_is_named(tmp_path):

@@ -180,10 +180,6 @@ def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, go
         raise CalibrateError(f"{n_good} good cut-outs (IoU >= {good_iou}, or clean on box ground truth) and "
                              f"{len(samples) - n_good} others; calibration needs at least {cal.min_per_class} of "
                              "each (calibrate.min_per_class)")
-    unknown = sorted(set(cal.features) - scorer_features())
-    if unknown:
-        raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
-
     images = [s["image"] for s in samples]
     if art_sources is not None:
         missing = sorted({im for im in images if im not in art_sources})
@@ -264,6 +260,9 @@ def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScorePa
     """Collect samples from every extract folder (ground truth from any of gt_dirs: masks, else
     boxes), fit, write `out`; `sources_csv` names each page's art sources, for folds by source, and
     the pages for evaluation only."""
+    unknown = sorted(set(cal.features) - scorer_features())  # before minutes of collecting
+    if unknown:
+        raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
     gt_index: dict[str, Path] = {}
     for gt_dir in gt_dirs:
         if not Path(gt_dir).is_dir():
