@@ -87,6 +87,66 @@ def test_a_screentoned_illustration_with_a_border_is_one_panel():
     assert (find_panels(page) == 1).all()
 
 
+def abutting(h=400, w=300):
+    """A manga page: a row of two panels that share one frame line (no paper between them), a
+    framed panel below across a paper gutter; grey art in each."""
+    page = np.full((h, w, 3), 255, np.uint8)
+    cv2.rectangle(page, (10, 10), (289, 189), (0, 0, 0), 2)
+    cv2.line(page, (150, 10), (150, 189), (0, 0, 0), 2)
+    cv2.rectangle(page, (10, 200), (289, 389), (0, 0, 0), 2)
+    for cx, cy in ((80, 100), (220, 100), (150, 295)):
+        cv2.circle(page, (cx, cy), 30, (90, 90, 90), -1)
+    return page
+
+
+def test_panels_that_share_one_frame_line_are_apart_with_frame_lines():
+    page = abutting()
+    assert find_panels(page).max() == 2  # the paper alone sees the top row as one panel
+    panels = find_panels(page, frame_lines=True)
+    assert panels.max() == 3
+    assert len({panels[100, 80], panels[100, 220], panels[295, 150]} - {0}) == 3
+
+
+def test_black_gutters_part_panels_with_frame_lines():
+    page = np.full((400, 300, 3), 255, np.uint8)
+    page[10:390, 10:290] = 150  # toned art inside a frame line, parted by black gutters: no paper
+    cv2.rectangle(page, (10, 10), (289, 389), (0, 0, 0), 2)
+    page[198:203, 10:290] = 0  # one across the page, one down its top half
+    page[10:198, 148:153] = 0
+    assert find_panels(page).max() == 1
+    panels = find_panels(page, frame_lines=True)
+    assert panels.max() == 3 and panels[100, 70] != panels[100, 230] and panels[300, 150] > 0
+
+
+def test_screentone_in_a_panel_is_no_frame_line():
+    page = np.full((800, 600, 3), 255, np.uint8)
+    page[22:778, 22:578] = 200  # one framed panel of light art on a page with a margin
+    cv2.rectangle(page, (20, 20), (579, 779), (0, 0, 0), 2)
+    page[360:440:3, 22:578] = 60  # a band of line tone across it: dark rows three pixels apart
+    assert (find_panels(page, frame_lines=True) == 1).all()
+
+
+def test_a_window_in_a_full_bleed_illustration_is_no_panel_layout():
+    page = np.full((400, 300, 3), 180, np.uint8)  # art to every edge: no margin of paper
+    for x in (50, 150, 250):
+        cv2.line(page, (x, 0), (x, 399), (0, 0, 0), 2)  # window bars framing pieces on every side
+    for y in (50, 200, 350):
+        cv2.line(page, (0, y), (299, y), (0, 0, 0), 2)
+    assert (find_panels(page, frame_lines=True) == 1).all()
+
+
+def test_frame_lines_count_on_monochrome_pages_only(extract_params, monkeypatch):
+    import kirinuki.extract.run as run
+    seen = []
+    monkeypatch.setattr(run, "find_panels", lambda rgb, frame_lines=False: seen.append(frame_lines) or find_panels(rgb))
+    page = abutting()
+    colour = page.copy()
+    colour[np.all(page == 90, axis=2)] = (200, 60, 40)
+    for p in (page, colour):
+        extract_page(p, Models(load_segmenter(extract_params)), extract_params)
+    assert seen == [True, False]
+
+
 def test_characters_stay_inside_their_panel(extract_params):
     page, frames = comic()
     params = extract_params.model_copy(update={"panels": True, "min_area": 0.0})

@@ -9,7 +9,9 @@ that is one panel (an illustration, a cover, a CG, or a page whose gutters are a
 art) gives one panel. On a page with framed panels, rows and columns that are mostly gutter are
 gutter even where a bubble or a figure bridges them; so too on a page whose panels only show as
 such once a thin line drawn round the whole page is set aside, or once those rows and columns
-are cut, when the pieces are framed by dark lines.
+are cut, when the pieces are framed by dark lines. On a monochrome page, long straight dark lines
+are gutters too (`frame_lines`): panels that abut along one frame line, or are parted by black
+gutters, where that finds more panels framed by dark lines.
 
 Panel borders are hard boundaries for extraction: each panel is segmented on its own crop and no
 character crosses a gutter. The art outside every panel found (a figure drawn over the frames, or
@@ -30,18 +32,29 @@ PAPER = 225  # grey level: darker is ink
 FRAME_INK = 100  # grey level: darker is a frame line's
 FRAME_RUN = 0.85  # share of a panel's side a frame line runs along
 BORDER = 3  # px of the working copy: a line round the whole page at most this thick is a drawn border
+FRAME_LINE = 0.2  # share of the page's width (height) a straight dark line runs to be a panel frame
+LINE_PAD = 1  # px of the working copy a frame line is widened by when it is taken out as a gutter
+LINE_THICK = 0.02  # share of the page's height (width): a line thicker than this across ...
+LINE_THIN = 0.5  # ... for at least this share of its length
+LINE_BAND = 0.01  # share of the page's shorter side before and after a frame line where ...
+LINE_EDGES = 3  # ... at most this many line edges lie (its own far edge, another frame across a gutter; hatching: more)
+LINE_COVER = 0.7  # a page its paper leaves one panel is cut at frame lines only where the panels cover this share
+                  # of it and paper runs along this share of its edge (a page's margin; an illustration bleeds)
+LINE_OUT = 5  # px outside a panel's box its frame line, so taken out, may lie
 
 
 def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_panel: float = 0.015,
                 min_fill: float = 0.6, framed_fill: float = 0.85, bridged: float = 0.3,
-                max_side: int = 1600) -> np.ndarray:
+                frame_lines: bool = False, max_side: int = 1600) -> np.ndarray:
     """HxWx3 uint8 page -> HxW int32 panel map: 0 = gutter, p = panel p, in reading order (rows
     top to bottom, right to left within a row, as manga reads). All ones when the page has fewer
     than two panels. On a page with two panels that fill `framed_fill` of their boxes, a row or
     column (of the page, then of each part cut off) in which less than `bridged` of the pixels are
     art is gutter too. On other pages the same cut is tried, with a thin line drawn round the whole
     page taken for what it is (a border, not art), and kept where it gives panels framed by dark
-    lines (_framed_panels). Works on a copy at most `max_side` px on its longer side."""
+    lines (_framed_panels). With `frame_lines` (monochrome pages), straight dark lines at least
+    FRAME_LINE of the page's width (height) long are gutter as well, kept where they give more
+    panels, framed by dark lines. Works on a copy at most `max_side` px on its longer side."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -50,6 +63,9 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     r = max(1, round(seal * max(small.shape[:2])))
     gutter = _gutter(ink, r)
     n, regions, stats, keep = _panel_regions(~gutter, min_panel, min_fill)
+    bare = _without_border(ink)
+    bare_gutter = gutter if bare is ink else _gutter(bare, r)
+    dark = _dark(rgb, small.shape[:2])
     if sum(_fill(stats)[i] >= framed_fill for i in keep) >= 2:
         # two framed rectangles: a comic page. Where a bubble or a figure drawn across a gutter
         # joins two panels, cut along the rows and columns that are mostly gutter all the same
@@ -58,10 +74,20 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
         # a page border closes the gutters off from the page's edge, or art bridges them. Not kept
         # on an illustration, where the cut would split a figure on white paper, or a bubble, into
         # blocks, nor on a screentoned one, where light tone reads as paper: neither is framed by lines
-        bare = _without_border(ink)
-        cut = _panel_regions(_cut_gutters(gutter if bare is ink else _gutter(bare, r), bridged), min_panel, min_fill)
-        if _framed_panels(_dark(rgb, small.shape[:2]), cut[2], cut[3]):
+        cut = _panel_regions(_cut_gutters(bare_gutter, bridged), min_panel, min_fill)
+        if _framed_panels(dark, cut[2], cut[3]):
             n, regions, stats, keep = cut
+    if frame_lines:
+        # panels that abut along one frame line, or are parted by black gutters, show no paper between
+        # them. Kept where the lines find more panels than the paper did, framed by dark lines, and,
+        # where the paper found none, covering most of a page with a margin (a background's lines do not)
+        lined = _panel_regions(_cut_gutters(bare_gutter | _frame_lines(dark, FRAME_LINE), bridged),
+                               min_panel, min_fill)
+        found = lined[2][lined[3], cv2.CC_STAT_AREA].sum() / dark.size
+        margin = np.concatenate([bare_gutter[0], bare_gutter[-1], bare_gutter[:, 0], bare_gutter[:, -1]]).mean()
+        if (len(lined[3]) > max(1, len(keep)) and (len(keep) >= 2 or min(found, margin) >= LINE_COVER)
+                and _framed_panels(dark, lined[2], lined[3], out=LINE_OUT)):
+            n, regions, stats, keep = lined
     if len(keep) < 2:
         return np.ones((h, w), np.int32)
     order = sorted(keep, key=lambda i: (_row(stats, i, keep), -stats[i, cv2.CC_STAT_LEFT]))
@@ -116,24 +142,52 @@ def _dark(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return dark > 0
 
 
-def _framed_sides(dark: np.ndarray, stat: np.ndarray, tol: int = 2) -> int:
+def _framed_sides(dark: np.ndarray, stat: np.ndarray, tol: int = 2, out: int = 0) -> int:
     """How many sides of a region's box (cv2 stats row) that lie inside the page (more than BORDER
-    px from its edge) run along a dark line, within `tol` px, for FRAME_RUN of their length."""
+    + `out` px from its edge) run along a dark line, from `tol` px inside the box to `out` px
+    outside it, for FRAME_RUN of their length."""
     x, y, w, h = (int(v) for v in stat[:4])
     H, W = dark.shape
-    sides = [dark[y:y + tol + 1, x:x + w].max(0) if y > BORDER else None,
-             dark[y + h - tol - 1:y + h, x:x + w].max(0) if y + h < H - BORDER else None,
-             dark[y:y + h, x:x + tol + 1].max(1) if x > BORDER else None,
-             dark[y:y + h, x + w - tol - 1:x + w].max(1) if x + w < W - BORDER else None]
+    edge = BORDER + out
+    sides = [dark[y - out:y + tol + 1, x:x + w].max(0) if y > edge else None,
+             dark[y + h - tol - 1:y + h + out, x:x + w].max(0) if y + h < H - edge else None,
+             dark[y:y + h, x - out:x + tol + 1].max(1) if x > edge else None,
+             dark[y:y + h, x + w - tol - 1:x + w + out].max(1) if x + w < W - edge else None]
     return sum(s.mean() >= FRAME_RUN for s in sides if s is not None and s.size)
 
 
-def _framed_panels(dark: np.ndarray, stats: np.ndarray, keep: list[int]) -> bool:
+def _framed_panels(dark: np.ndarray, stats: np.ndarray, keep: list[int], out: int = 0) -> bool:
     """Whether regions look like panels drawn with frame lines: two of them framed by dark lines on
     at least two of their inner sides, one of them on three (a panel that bleeds off the page has
-    its frame on the other sides)."""
-    sides = [_framed_sides(dark, stats[i]) for i in keep]
+    its frame on the other sides). `out`: as _framed_sides."""
+    sides = [_framed_sides(dark, stats[i], out=out) for i in keep]
     return sum(s >= 2 for s in sides) >= 2 and max(sides, default=0) >= 3
+
+
+def _frame_lines(dark: np.ndarray, share: float) -> np.ndarray:
+    """HxW bool: the dark pixels on straight horizontal (vertical) lines at least `share` of the
+    map's width (height) long, thin (LINE_THICK) for most of their length (LINE_THIN), with few
+    parallel lines on either side (LINE_BAND, LINE_EDGES): a frame line or a black gutter, not
+    the chord of a dark area of the art, screentone or hatching. Widened by LINE_PAD px."""
+    d = dark.astype(np.uint8)
+    h, w = d.shape
+    k = max(1, round(LINE_BAND * min(h, w)))
+    lines = np.zeros_like(d)
+    for axis, along, across in (((0, (1, max(3, round(share * w))), (round(LINE_THICK * h) + 1, 1))),
+                                ((1, (max(3, round(share * h)), 1), (1, round(LINE_THICK * w) + 1)))):
+        line = cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(along, np.uint8))  # (rows, columns)
+        # art drawn up to a frame line makes a stretch of it thick; a dark area's chord is thick all along
+        thin = d & ~cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(across, np.uint8))
+        n, parts = cv2.connectedComponents(line, connectivity=8)
+        thin_share = np.bincount(parts.ravel(), thin.ravel(), n) / np.maximum(np.bincount(parts.ravel(), None, n), 1)
+        line = ((thin_share >= LINE_THIN) & (np.arange(n) > 0))[parts].astype(np.uint8)
+        # edges of lines k px before and after each pixel (its own line's far edge among them)
+        edges = np.abs(np.diff(line.astype(np.int32), axis=axis, prepend=0))
+        run = np.cumsum(np.pad(edges, [(k + 1, k), (0, 0)] if axis == 0 else [(0, 0), (k + 1, k)]), axis=axis)
+        size = line.shape[axis]
+        take = lambda a, b: np.take(run, np.arange(a, a + size), axis=axis) - np.take(run, np.arange(b, b + size), axis=axis)
+        lines |= line & (np.maximum(take(k, 0), take(2 * k + 1, k + 1)) <= LINE_EDGES)
+    return cv2.dilate(lines, np.ones((2 * LINE_PAD + 1,) * 2, np.uint8)) > 0
 
 
 def _panel_regions(art: np.ndarray, min_panel: float, min_fill: float):

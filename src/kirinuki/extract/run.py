@@ -187,13 +187,12 @@ def _by_panel(rgb: np.ndarray, panels: np.ndarray, models: Models, params: Extra
     return labels.astype(label_dtype(n)), prob, forward
 
 
-def _instances(rgb: np.ndarray, panels: np.ndarray, models: Models, params: ExtractParams):
-    """HxWx3 uint8 page, its HxW panel map -> (HxW label map, [(HxW mask probability, predicted
-    IoU, detection score)] for labels 1..n, seconds in model forward passes)."""
+def _instances(rgb: np.ndarray, panels: np.ndarray, manga: bool, models: Models, params: ExtractParams):
+    """HxWx3 uint8 page, its HxW panel map, whether it is monochrome -> (HxW label map, [(HxW mask
+    probability, predicted IoU, detection score)] for labels 1..n, seconds in model forward passes)."""
     if models.detect is None:  # the default: ISNet's connected components, cut apart by the splitter
         if params.panels and panels.max() >= 2:
-            manga = is_monochrome(rgb, params.mono_chroma)  # bubbles; on colour pages light figures have few dark strokes
-            if manga:
+            if manga:  # bubbles; on colour pages light figures have few dark strokes
                 params = params.model_copy(update={"recover_peak": params.manga_recover_peak})
             labels, prob, forward = _by_panel(rgb, panels, models, params)
             if manga:
@@ -226,8 +225,9 @@ def extract_page(rgb: np.ndarray, models: Models, params: ExtractParams):
     detector: ISNet's foreground assigned to the boxes (boxes_to_masks), or one SAM mask
     per box; overlaps go to the higher detection score (ISNet) or predicted IoU (SAM).
     """
-    panels = find_panels(rgb)  # cheap (a few ms); tells a cut-out across panels
-    labels, meta, forward = _instances(rgb, panels, models, params)
+    manga = is_monochrome(rgb, params.mono_chroma)
+    panels = find_panels(rgb, frame_lines=manga)  # cheap (ms); tells a cut-out across panels
+    labels, meta, forward = _instances(rgb, panels, manga, models, params)
     boxes = panel_boxes(panels)
     chars = []
     for k, ((ys, xs), (prob, iou, score)) in enumerate(zip(ndimage.find_objects(labels), meta), start=1):
