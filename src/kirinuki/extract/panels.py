@@ -178,15 +178,16 @@ def _frame_lines(dark: np.ndarray, share: float) -> np.ndarray:
         line = cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(along, np.uint8))  # (rows, columns)
         # art drawn up to a frame line makes a stretch of it thick; a dark area's chord is thick all along
         thin = d & ~cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(across, np.uint8))
-        n, parts = cv2.connectedComponents(line, connectivity=8)
-        thin_share = np.bincount(parts.ravel(), thin.ravel(), n) / np.maximum(np.bincount(parts.ravel(), None, n), 1)
-        line = ((thin_share >= LINE_THIN) & (np.arange(n) > 0))[parts].astype(np.uint8)
-        # edges of lines k px before and after each pixel (its own line's far edge among them)
-        edges = np.abs(np.diff(line.astype(np.int32), axis=axis, prepend=0))
-        run = np.cumsum(np.pad(edges, [(k + 1, k), (0, 0)] if axis == 0 else [(0, 0), (k + 1, k)]), axis=axis)
-        size = line.shape[axis]
-        take = lambda a, b: np.take(run, np.arange(a, a + size), axis=axis) - np.take(run, np.arange(b, b + size), axis=axis)
-        lines |= line & (np.maximum(take(k, 0), take(2 * k + 1, k + 1)) <= LINE_EDGES)
+        n, parts, stats, _ = cv2.connectedComponentsWithStats(line, connectivity=8)
+        thin_share = np.bincount(parts[thin > 0], minlength=n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+        line = ((thin_share >= LINE_THIN) & (np.arange(n) > 0)).astype(np.uint8)[parts]
+        # edges of lines in the k px before and the k px after each pixel (its own far edge among them)
+        edges = (np.diff(line, axis=axis, prepend=0) != 0).astype(np.float32)
+        size = (1, k + 1) if axis == 0 else (k + 1, 1)  # cv2 (width, height): k px and the pixel itself
+        before = cv2.boxFilter(edges, -1, size, anchor=(size[0] - 1, size[1] - 1), normalize=False,
+                               borderType=cv2.BORDER_CONSTANT) - edges
+        after = cv2.boxFilter(edges, -1, size, anchor=(0, 0), normalize=False, borderType=cv2.BORDER_CONSTANT) - edges
+        lines |= line & (np.maximum(before, after) <= LINE_EDGES + 0.5)
     return cv2.dilate(lines, np.ones((2 * LINE_PAD + 1,) * 2, np.uint8)) > 0
 
 
