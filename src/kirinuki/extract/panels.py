@@ -173,9 +173,9 @@ def _frame_lines(dark: np.ndarray, share: float) -> np.ndarray:
     h, w = d.shape
     k = max(1, round(LINE_BAND * min(h, w)))
     lines = np.zeros_like(d)
-    for axis, along, across in (((0, (1, max(3, round(share * w))), (round(LINE_THICK * h) + 1, 1))),
-                                ((1, (max(3, round(share * h)), 1), (1, round(LINE_THICK * w) + 1)))):
-        line = cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(along, np.uint8))  # (rows, columns)
+    for axis, along, across in ((0, (1, max(3, round(share * w))), (round(LINE_THICK * h) + 1, 1)),  # (rows, columns)
+                                (1, (max(3, round(share * h)), 1), (1, round(LINE_THICK * w) + 1))):
+        line = cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(along, np.uint8))
         # art drawn up to a frame line makes a stretch of it thick; a dark area's chord is thick all along
         thin = d & ~cv2.morphologyEx(d, cv2.MORPH_OPEN, np.ones(across, np.uint8))
         n, parts, stats, _ = cv2.connectedComponentsWithStats(line, connectivity=8)
