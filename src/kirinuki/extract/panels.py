@@ -63,10 +63,12 @@ def find_panels(rgb: np.ndarray, paper: int = PAPER, seal: float = 0.0015, min_p
     r = max(1, round(seal * max(small.shape[:2])))
     gutter = _gutter(ink, r)
     n, regions, stats, keep = _panel_regions(~gutter, min_panel, min_fill)
-    bare = _without_border(ink)
-    bare_gutter = gutter if bare is ink else _gutter(bare, r)
-    dark = _dark(rgb, small.shape[:2])
-    if sum(_fill(stats)[i] >= framed_fill for i in keep) >= 2:
+    framed_page = sum(_fill(stats)[i] >= framed_fill for i in keep) >= 2
+    if frame_lines or not framed_page:  # both paths below look past a border line, at dark lines
+        bare = _without_border(ink)
+        bare_gutter = gutter if bare is ink else _gutter(bare, r)
+        dark = _dark(rgb, small.shape[:2])
+    if framed_page:
         # two framed rectangles: a comic page. Where a bubble or a figure drawn across a gutter
         # joins two panels, cut along the rows and columns that are mostly gutter all the same
         n, regions, stats, keep = _panel_regions(_cut_gutters(gutter, bridged), min_panel, min_fill)
