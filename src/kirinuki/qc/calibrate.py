@@ -29,7 +29,7 @@ from kirinuki import __version__
 from kirinuki.quality import boosting
 from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
 from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_text
-from kirinuki.quality.score import cutout_features, grade, scorer_features
+from kirinuki.quality.score import cutout_features, grade, unknown_features
 from kirinuki.qc.boxes import BoxGTError, cutout_quality, page_box_metrics, read_box_gt
 from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
@@ -260,8 +260,7 @@ def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScorePa
     """Collect samples from every extract folder (ground truth from any of gt_dirs: masks, else
     boxes), fit, write `out`; `sources_csv` names each page's art sources, for folds by source, and
     the pages for evaluation only."""
-    unknown = sorted(set(cal.features) - scorer_features())  # before minutes of collecting
-    if unknown:
+    if unknown := unknown_features(cal.features):  # before minutes of collecting
         raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
     gt_index: dict[str, Path] = {}
     for gt_dir in gt_dirs:

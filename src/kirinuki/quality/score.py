@@ -152,18 +152,21 @@ def scorer_features() -> set[str]:
     return set(features(np.dstack([disc] * 4), disc > 0, 1.0, ScoreParams())) | {"panels"}
 
 
-def unknown_features(model: ScoreModel) -> str:
-    """'' or the message naming the features the weights use that the scorer does not compute."""
-    unknown = sorted(set(model.features) - scorer_features())
-    return f"the score weights use feature(s) the scorer does not compute: {unknown}" if unknown else ""
+def unknown_features(names: list[str]) -> list[str]:
+    """The names among `names` (of score weights or calibrate.features) the scorer does not compute."""
+    return sorted(set(names) - scorer_features())
+
+
+def _weights_message(unknown: list[str]) -> str:
+    return f"the score weights use feature(s) the scorer does not compute: {unknown}"
 
 
 def check_scorer(params: ScoreParams) -> None:
     """ConfigError naming the file where the score weights or the framing tagger cannot be loaded, or
     the weights use a feature the scorer does not compute: what a tracker run checks before it spends
     minutes extracting pages it could not score."""
-    if unknown := unknown_features(load_score_model(params.weights_path)):
-        raise ConfigError(f"{params.weights_path}: {unknown}")
+    if unknown := unknown_features(load_score_model(params.weights_path).features):
+        raise ConfigError(f"{params.weights_path}: {_weights_message(unknown)}")
     from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
     FramingTagger(params.framing_path)
 
@@ -191,8 +194,8 @@ def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None
             "hold. Refit them with `kirinuki calibrate` on pages with ground truth")
     from kirinuki.quality.framing import FramingTagger  # onnxruntime: only where cut-outs are scored
 
-    if unknown := unknown_features(model):
-        raise ScoreError(unknown)
+    if unknown := unknown_features(model.features):
+        raise ScoreError(_weights_message(unknown))
     rows, seconds = cutout_features(extract_dir, records, params, log, FramingTagger(params.framing_path))
     start = time.perf_counter()
     predicted = composite([r["features"] for r in rows], model)
