@@ -1,9 +1,12 @@
-"""DVC stage `publish`: the run's dashboard (runs/publish/dashboard/) and its ticket (sent to the
-sheet, or queued in runs/publish/.kirinuki-outbox.jsonl while it cannot be reached)."""
+"""DVC stage `publish`: the run's dashboard (runs/publish/dashboard/, with the maintainers' reviews
+in export.reviews) and its ticket (sent to the sheet, or queued in runs/publish/.kirinuki-outbox.jsonl
+while it cannot be reached)."""
+from dataclasses import replace
 from pathlib import Path
 
 from kirinuki.core.config import load_params
 from kirinuki.pipeline import DVC_RUN
 from kirinuki.publish.stage import publish_run
 
-publish_run(DVC_RUN, load_params(Path("params.yaml")))
+params = load_params(Path("params.yaml"))
+publish_run(replace(DVC_RUN, reviews=params.export.reviews), params)

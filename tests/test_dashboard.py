@@ -8,7 +8,8 @@ import numpy as np
 
 from kirinuki.core.config import ScoreParams
 from kirinuki.core.imageio import read_jsonl
-from kirinuki.dataset.reviews import Review, append_review, file_sha256
+from kirinuki.core.cards import sha256_file
+from kirinuki.dataset.reviews import Review, append_review
 from kirinuki.publish.dashboard import (build_cards, overlay, reason_labels, render_dashboard, review_counts,
                                         with_reviews, write_dashboard)
 from kirinuki.publish.track import TrackOptions, run_paths, run_track
@@ -98,7 +99,7 @@ def test_cards_carry_their_review_and_the_page_counts_them():
 def test_workspace_dashboard_bakes_reviews_that_survive_a_rerun(tmp_path, tiny_model):
     ws, _ = tracked(tmp_path / "root", tiny_model)
     rows = sorted(read_jsonl(ws.extract / "scores.jsonl"), key=lambda r: (r["image"], r["k"]))
-    sha = [file_sha256(ws.extract / r["image"] / f"char_{r['k']}.png") for r in rows]
+    sha = [sha256_file(ws.extract / r["image"] / f"char_{r['k']}.png") for r in rows]
     append_review(ws.reviews, who="kana", cutout=f"{rows[0]['image']}/{rows[0]['k']}", sha256=sha[0],
                   verdict="approve", at="2025-01-01T00:00:00+00:00")
     append_review(ws.reviews, who="kana", cutout=f"{rows[1]['image']}/{rows[1]['k']}", sha256=sha[1],

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kirinuki.cli import FAILED, STOPPED, USAGE, _Kirinuki, app
-from kirinuki.core.imageio import write_png
+from kirinuki.core.imageio import read_jsonl, write_png
 from kirinuki.publish.serve import PASSWORD_ENV, USER_ENV
 
 from conftest import TINY_SIZE, two_figures
@@ -87,6 +87,12 @@ def test_validate_score_compare_exit_codes(tmp_path, params):
     assert r.exit_code == USAGE and "no records.jsonl" in r.output
     r = invoke("compare", out / "per_image.csv", "--baseline", tmp_path / "nothing.csv", "-p", params)
     assert r.exit_code == USAGE and "nothing.csv" in r.output
+
+    cutout = next(out.glob("p1/char_*.png"))
+    cutout.write_bytes(b"not a png")  # a damaged cut-out: named, the others scored, exit 1
+    r = invoke("score", out, "-p", params)
+    assert r.exit_code == FAILED and cutout.name in r.output and "1 cut-out(s) could not be read" in r.output, r.output
+    assert len(read_jsonl(out / "scores.jsonl")) == len(read_jsonl(out / "records.jsonl")) - 1
 
 
 def test_track_exit_codes(tmp_path, params):

@@ -10,10 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from kirinuki.cli import app
+from kirinuki.core.cards import sha256_file
 from kirinuki.core.config import ExportParams, TaggerParams
 from kirinuki.core.imageio import write_json, write_jsonl, write_png
 from kirinuki.dataset.export import INDEX, MANIFEST, buckets, check, find_source, fit_bucket, kohya_folder, run_export
-from kirinuki.dataset.reviews import append_review, file_sha256
+from kirinuki.dataset.reviews import append_review
 from kirinuki.dataset.usage import record_usage, times_seen
 
 
@@ -64,7 +65,7 @@ def workspace(tmp_path: Path) -> Path:
     write_jsonl(ws / "extract" / "scores.jsonl", rows)
     (pages / "p1.txt").write_text("blue hair, school uniform\n", encoding="utf-8")
     for (image, k), verdict in {("p3", 2): "exclude", ("p4", 1): "approve"}.items():
-        sha = file_sha256(ws / "extract" / image / f"char_{k}.png")
+        sha = sha256_file(ws / "extract" / image / f"char_{k}.png")
         append_review(ws / "reviews.jsonl", who="tester", cutout=f"{image}/{k}", sha256=sha, verdict=verdict,
                       at="2026-12-06T00:00:00+00:00")
     return ws

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from kirinuki.core.imageio import read_jsonl
-from kirinuki.dataset.reviews import file_sha256
+from kirinuki.core.cards import sha256_file
 from kirinuki.publish.serve import PASSWORD_ENV, USER_ENV, ServeError, make_server
 
 import localhttp
@@ -138,7 +138,7 @@ def post(port: int, payload, token: str | None, target: str = API, ctype: str = 
 def a_cutout(ws, n: int = 0) -> tuple[dict, str, str]:
     """The n-th score record, its id `<image>/<k>` and the sha256 of its file."""
     r = sorted(read_jsonl(ws.extract / "scores.jsonl"), key=lambda r: (r["image"], r["k"]))[n]
-    return r, f"{r['image']}/{r['k']}", file_sha256(ws.extract / r["image"] / f"char_{r['k']}.png")
+    return r, f"{r['image']}/{r['k']}", sha256_file(ws.extract / r["image"] / f"char_{r['k']}.png")
 
 
 def test_review_api_needs_the_login(review_server):

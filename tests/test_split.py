@@ -179,6 +179,10 @@ def test_extract_page_uses_the_splitter(extract_params):
     assert labels.max() == 2 and len(chars) == 2
     assert models.info["splitter_sha256"] == "1" * 64
     assert params_hash(extract_params, models) != params_hash(extract_params, Models(seg))
+    assert params_hash(extract_params.model_copy(update={"device": "cuda", "threads": 3}), models) == \
+        params_hash(extract_params, models)  # ISNet and the splitters run on onnxruntime's CPU: speed only
+    yolo = extract_params.model_copy(update={"detector": "yolo"})
+    assert params_hash(yolo.model_copy(update={"device": "cuda"}), models) != params_hash(yolo, models)  # torch on CUDA
     models = Models(seg, split=FixedSplitter([(200, 200)], (64, 128)))  # no centre on the figure
     labels, chars, _ = extract_page(rgb, models, extract_params)
     assert labels.max() == 0 and chars == []

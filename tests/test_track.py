@@ -180,3 +180,21 @@ def test_score_weights_with_a_feature_the_scorer_lacks_are_refused_before_extrac
     assert r.exit_code == 2 and "w.yaml" in r.output and "['sparkle']" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1, r.output
     assert not workspace_for_input(work, "QCC-018").dir.exists()
+
+
+def test_a_scoring_error_after_extraction_is_published_as_failed(tmp_path, tiny_model, monkeypatch):
+    from kirinuki import pipeline
+    from kirinuki.quality.score import ScoreError
+
+    def broken(*_a, **_k):
+        raise ScoreError("w.yaml: the weights file went away")
+    monkeypatch.setattr(pipeline, "score", broken)
+    work = make_work(tmp_path / "root", n_pages=1)
+    ws = workspace_for_input(work, "QCC-019")
+    lines = []
+    assert run_track(ws, work, tracker_params(tiny_model), TrackOptions(notify=False), lines.append, env={}) == 1
+    state = json.loads(ws.state.read_text())
+    assert state["status"] == "failed" and "went away" in state["error"], state
+    assert "error: w.yaml: the weights file went away" in lines
+    assert "went away" in read_jsonl(ws.outbox)[-1]["details"]  # the ticket says why
+    assert not ws.pidfile.exists()

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from kirinuki.core.config import ConfigError, Params, load_params
-from kirinuki.core.secrets import redact
+from kirinuki.core.secrets import GITHUB_TOKEN_ENV, redact
 
 # exit codes, the same for every command (README, "Exit codes"): 0 all done; 1 some inputs failed
 # (each listed on stderr) or the work could not be done; 2 a usage or configuration error, found
@@ -204,7 +204,7 @@ def bench(images: Path = typer.Argument(..., help="an image or a folder of pages
           params: Optional[Path] = ParamsOpt):
     """Time `extract` (s/page, model forward vs the rest), its peak memory vs page count, and SAM's
     3-box vs 1-box cost: medians and ratios against the targets."""
-    import json
+    from kirinuki.core.imageio import write_json
     from kirinuki.qc.bench import BenchError, format_table, run_bench
     try:
         counts = [int(n) for n in memory_pages.split(",") if n.strip()]
@@ -219,7 +219,7 @@ def bench(images: Path = typer.Argument(..., help="an image or a folder of pages
         _fail(str(e), code=USAGE if isinstance(e, FileNotFoundError) else FAILED)
     typer.echo(format_table(result))
     if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(json_out, result)
 
 
 @app.command()
@@ -228,6 +228,7 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
           params: Optional[Path] = ParamsOpt):
     """Grade every cut-out: score 0..1, grade A-E, lora_ok, reasons (re-scores without re-extracting)."""
     from kirinuki.core.config import load_score_model
+    from kirinuki.core.imageio import read_jsonl
     from kirinuki.quality.score import GRADES, ScoreError, run_score
     cfg = _params(params).score
     try:
@@ -244,6 +245,8 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
         _fail(str(e), code=USAGE)
     counts = {g: sum(r["grade"] == g for r in rows) for g in GRADES}
     typer.echo(f"{len(rows)} cut-outs graded " + " ".join(f"{g}:{n}" for g, n in counts.items()), err=True)
+    if unread := sum(1 for _ in read_jsonl(extract_dir / "records.jsonl")) - len(rows):
+        _fail(f"{unread} cut-out(s) could not be read (named above) and have no score")
 
 
 @app.command()
@@ -371,7 +374,7 @@ def report_pr(report: Path = typer.Option(..., help="compare JSON of the gate (m
         result = read_report(report)
         diff = metrics_diff.read_text(encoding="utf-8") if metrics_diff and metrics_diff.is_file() else None
         state, description = commit_status(result)
-        action = publish(connect(server_url, os.environ.get("GITHUB_TOKEN", "")), repo, pr, sha,
+        action = publish(connect(server_url, os.environ.get(GITHUB_TOKEN_ENV, "")), repo, pr, sha,
                          comment_body(result, diff, sha, run_url, dashboard_url or None), state, description, context, run_url)
     except ReportError as e:
         _fail(str(e), code=USAGE if isinstance(e, ReportUsageError) else FAILED)

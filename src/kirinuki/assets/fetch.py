@@ -35,16 +35,22 @@ def install_splitters(params: ExtractParams, log=print) -> list[Path]:
     written = []
     for key in ("splitter", "head_splitter"):
         dest = getattr(params, key)
-        if dest is None or Path(dest).exists() or not (BUNDLED / Path(dest).name).is_file():
+        if dest is None or not (BUNDLED / Path(dest).name).is_file():
             continue
-        src = BUNDLED / Path(dest).name
-        with atomic_path(Path(dest)) as tmp:
+        dest, src = Path(dest), BUNDLED / Path(dest).name
+        if dest.exists():  # never overwritten (it may be the user's own); a shipped copy gets back a lost card
+            if not card_path(dest).exists() and sha256_file(dest) == read_card(src)["sha256"]:
+                with atomic_path(card_path(dest)) as tmp:
+                    shutil.copyfile(card_path(src), tmp)
+            continue
+        with atomic_path(card_path(dest)) as tmp:  # the card first: a model on disk always has its card
+            shutil.copyfile(card_path(src), tmp)
+        with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
             if sha256_file(tmp) != read_card(src)["sha256"]:
                 raise ModelUnavailable(f"{src}: does not match the sha256 of its card (a damaged install?)")
-        shutil.copyfile(card_path(src), card_path(Path(dest)))
         log(f"extract.{key} {dest}: installed from the package (sha256 {read_card(src)['sha256'][:12]}...)")
-        written.append(Path(dest))
+        written.append(dest)
     return written
 
 

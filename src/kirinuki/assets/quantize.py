@@ -150,7 +150,7 @@ def calibration_inputs(pages: list[Path], size: int, card: dict, extract: Extrac
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_pages: list[Path], card: dict,
-                  extract: ExtractParams = ExtractParams(), per_channel: bool = False) -> dict:
+                  extract: ExtractParams = ExtractParams(), *, per_channel: bool) -> dict:
     """Static QDQ quantization of the float model `fp32_path` into `out_path` (atomically),
     calibrated (min/max) on `calibration_pages`, which are preprocessed as the segmenter does for
     the model of `card`. Returns the settings used (for the card)."""

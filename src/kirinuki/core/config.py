@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
+# a tracker ID (the ticket row, the dashboard, the workspace folder): letters and digits joined by - or _
+TRACKER_ID_PATTERN, TRACKER_ID_MAX = r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*", 64
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,7 +99,7 @@ class SamParams(Section):
 class ExtractParams(Section):
     detector: Literal["none", "yolo"] = "none"
     segmenter: Literal["isnet", "sam"] = "isnet"
-    model: Path = Path("models/isnet.int8.onnx")  # `kirinuki quantize-model` makes it from model.path
+    model: Path = Path("models/isnet.int8.onnx")  # `kirinuki quantize-model` makes it from quantize.source
     input_size: int = Field(1024, ge=32)
     # None: take the normalisation recorded beside the model (models/<name>.json)
     mean: Optional[tuple[float, float, float]] = None
@@ -144,7 +147,7 @@ class ExtractParams(Section):
     face_reach: float = Field(3.0, gt=0)  # below its face a body reaches this many times as far as to the side
     margin: float = Field(0.04, ge=0, le=1)  # crop margin, share of the character's longer side
     max_pixels: int = Field(80_000_000, ge=1)
-    threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = library default
+    threads: int = Field(0, ge=0)  # onnxruntime/torch intra-op threads; 0 = all cores (the libraries' default)
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")  # torch backends (yolo, sam): cpu, cuda, cuda:N
     yolo: YoloParams = YoloParams()
     sam: SamParams = SamParams()
@@ -174,10 +177,10 @@ class ScoreParams(Section):
     open_radius: float = Field(0.1, gt=0, le=1)  # opening radius, share of sqrt(mask area): cuts thin bridges
     head_prominence: float = Field(0.25, gt=0, le=1)  # a head rises this far (share of height) above its valleys
     head_level: float = Field(0.65, ge=0, le=1)  # ... and reaches this share of the figure's height
-    min_edge_run: float = Field(0.08, ge=0, le=1)  # mask run along a page edge that counts as a cut
+    min_edge_run: float = Field(0.08, ge=0, le=1)  # mask run along its frame (panel or page): framed there, no fault
     min_neighbour_edge: float = Field(0.1, ge=0, le=1)  # outline share along another character: touches_character
     edge_band: float = Field(0.02, ge=0, le=0.5)  # 'along the edge' = within this share of the page's size
-    min_cut_horizontal: float = Field(0.45, gt=0, le=1)  # top/bottom outline this straight inside the page: cut
+    min_cut_horizontal: float = Field(0.45, gt=0, le=1)  # top/bottom outline this straight inside its frame (panel or page): cut
     min_cut_vertical: float = Field(0.85, gt=0, le=1)  # left/right (upright figures have straight sides)
     small_ratio: float = Field(0.5, gt=0, le=1)  # short side below this x train_resolution = too small
     grades: dict[str, float] = Field(default_factory=lambda: {"A": 0.85, "B": 0.75, "C": 0.55, "D": 0.35})
@@ -239,7 +242,7 @@ class CalibrateParams(Section):
     # Below ~100 cut-outs the rank correlation it reports has a standard error of ~0.1
     # (1/sqrt(n-3)), too coarse to tell a fit that meets 0.70 from one that does not.
     min_samples: int = Field(100, ge=20)
-    min_per_class: int = Field(10, ge=1)  # cut-outs at and below validate.good_iou, each
+    min_per_class: int = Field(10, ge=1)  # good cut-outs (IoU >= validate.good_iou) and others, each at least
     folds: int = Field(5, ge=2)  # cross-validation folds, grouped by image
     seed: int = 0  # fold assignment
     features: list[str] = Field(default_factory=lambda: [
@@ -370,7 +373,7 @@ class PublishParams(Section):
     dashboard_url: str = "http://127.0.0.1:8765/tracker/{id}/"  # link in tickets and notifications
     # the DVC stage `publish`: the ticket of the pipeline's own data, and where its dashboard and
     # outbox go (a tracker run has its own, in its workspace)
-    tracker_id: str = Field("KRN-SAMPLE", pattern=r"^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$")
+    tracker_id: str = Field("KRN-SAMPLE", pattern=f"^{TRACKER_ID_PATTERN}$", max_length=TRACKER_ID_MAX)
     workspace: Path = Path("runs/publish")
     sheets: SheetsParams = SheetsParams()
     dashboard: DashboardParams = DashboardParams()

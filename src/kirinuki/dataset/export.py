@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 
 from kirinuki import __version__
+from kirinuki.core.cards import sha256_file
 from kirinuki.core.config import ExportParams
 from kirinuki.core.imageio import BadImage, read_json, read_jsonl, read_rgba_png, write_json, write_png, write_text
 from kirinuki.dataset.captions import CaptionError, existing_caption, merge
-from kirinuki.dataset.reviews import REVIEWS_NAME, Review, file_sha256, latest, read_reviews
+from kirinuki.dataset.reviews import REVIEWS_NAME, Review, latest, read_reviews
 from kirinuki.dataset.tags import TagDictionary, caption_text
 from kirinuki.dataset.usage import EXPORTS_NAME, INDEX, linked_datasets, write_index
 
@@ -100,7 +101,7 @@ def select(sources: list[Source], params: ExportParams, log: Callable[[str], Non
                 log(f"{path}: no such cut-out (scores.jsonl is older than the extract folder?); left out")
                 left["missing"] += 1
                 continue
-            sha = file_sha256(path)
+            sha = sha256_file(path)
             review = state.get(sha)
             decision = review.decision if review else None
             if decision == "exclude":
@@ -300,7 +301,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
             picture, upscaled = fit_bucket(images[i], resolution, params.bucket_step, params.background)
             bases = [tmp / (f"kohya/{folder}" if lay == "kohya" else LAYOUT_DIRS[lay]) for lay in params.layouts]
             write_png(bases[0] / f"{c.name}.png", picture)
-            image_sha = file_sha256(bases[0] / f"{c.name}.png")
+            image_sha = sha256_file(bases[0] / f"{c.name}.png")
             for base in bases:
                 if base != bases[0]:
                     link_or_copy(bases[0] / f"{c.name}.png", base / f"{c.name}.png")
@@ -328,7 +329,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
         summary = {"items": len(items), "layouts": list(params.layouts), "resolution": resolution,
                    "left_out": left, "upscaled": sum(it["upscaled"] for it in items)}
         write_json(tmp / MANIFEST, {"kirinuki": __version__, "params": params.model_dump(mode="json"),
-                                    "sources": [{"name": s.name, "scores_sha256": file_sha256(s.scores)} for s in sources],
+                                    "sources": [{"name": s.name, "scores_sha256": sha256_file(s.scores)} for s in sources],
                                     "summary": summary, "items": items, "files": dict(sorted(files.items()))})
         write_index(tmp / INDEX, items)
         _swap(tmp, out)
@@ -380,7 +381,7 @@ def check(dataset: Path) -> list[str]:
         p = dataset / rel
         if not p.is_file():
             problems.append(f"{p}: listed in the manifest, missing")
-        elif file_sha256(p) != sha:
+        elif sha256_file(p) != sha:
             problems.append(f"{p}: altered since export (sha256 differs from the manifest)")
     names = {it["name"] for it in m["items"]}
     for layout in m.get("summary", {}).get("layouts", []):

@@ -8,13 +8,14 @@ the cut-out changes. The latest approve/exclude decides; "wrong grade" is a sepa
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional
+
+from kirinuki.core.cards import sha256_file
 
 REVIEWS_NAME = "reviews.jsonl"
 VERDICTS = ("approve", "exclude", "wrong_grade")
@@ -23,10 +24,6 @@ MAX_REASON = 500  # characters kept of a reason
 
 class ReviewError(ValueError):
     """A verdict that cannot be recorded, or a damaged reviews file; str() is one line."""
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def append_review(path: Path, *, who: str, cutout: str, sha256: str, verdict: str, reason: str = "",
@@ -123,7 +120,7 @@ def cutout_shas(extract_dir: Path, cutouts: Iterable) -> dict[tuple[str, int], s
     for image, k in cutouts:
         path = Path(extract_dir) / str(image) / f"char_{k}.png"
         if path.is_file():
-            out[(str(image), int(k))] = file_sha256(path)
+            out[(str(image), int(k))] = sha256_file(path)
     return out
 
 

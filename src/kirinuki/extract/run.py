@@ -244,11 +244,13 @@ def params_hash(params: ExtractParams, models: Models) -> str:
     """What makes an output reusable: the extract params and the exact weights.
 
     Weights enter by their sha256, not their paths, which may be spelled many ways; settings
-    that change how fast, not what (threads, device, page_warn_s), do not enter.
+    that change how fast, not what (threads, page_warn_s), do not enter; nor does the device,
+    unless a torch backend (yolo, sam) runs on it: CUDA and CPU round its floats differently.
     """
+    torch = params.detector == "yolo" or params.segmenter == "sam"
     digest = params.digest(exclude={"model": True, "splitter": True, "head_splitter": True, "faces": True,
-                                    "yolo": {"weights"}, "sam": {"checkpoint"}, "threads": True, "device": True,
-                                    "page_warn_s": True})
+                                    "yolo": {"weights"}, "sam": {"checkpoint"}, "threads": True,
+                                    "device": not torch, "page_warn_s": True})
     shas = [models.segment.info["model_sha256"]] + [
         m.info[key] for m, key in ((models.detect, "detector_sha256"), (models.split, "splitter_sha256"),
                                    (models.heads, "head_splitter_sha256"), (models.faces, "faces_sha256")) if m]

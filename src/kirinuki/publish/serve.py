@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
+from kirinuki.core.cards import sha256_file
 from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.core.secrets import DASHBOARD_PASSWORD_ENV, DASHBOARD_USER_ENV, redact
 from kirinuki.dataset.usage import training_usage
@@ -151,7 +152,7 @@ class Cutouts:
         if hit and hit[0] == key:
             return hit[1]
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = sha256_file(path)
         except OSError:
             return None
         with self._lock:

@@ -12,6 +12,8 @@ limit: the page in progress is then not written, and the same command resumes.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing as mp
 import os
 import shutil
@@ -27,8 +29,9 @@ from typing import Callable, Mapping, Optional
 from tqdm import tqdm
 
 from kirinuki import pipeline
-from kirinuki.core.config import Params
-from kirinuki.core.imageio import find_images, index_gt, read_json, read_jsonl, remove_stale_temps, write_json
+from kirinuki.core.config import ConfigError, Params
+from kirinuki.core.imageio import (find_images, index_gt, read_json, read_jsonl, remove_stale_temps, write_json,
+                                   write_text)
 from kirinuki.core.secrets import redact, redact_obj
 from kirinuki.extract.run import ExtractSummary
 from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard, write_index
@@ -37,7 +40,7 @@ from kirinuki.publish.tickets import Ticket, details_text, now_text, publish_tic
 from kirinuki.publish.workspace import Workspace, pid_alive, process_start
 from kirinuki.qc.compare import CompareError
 from kirinuki.qc.validate import ValidateError
-from kirinuki.quality.score import GRADES
+from kirinuki.quality.score import GRADES, ScoreError
 
 Log = Callable[[str], None]
 
@@ -169,14 +172,23 @@ def extract_with_limit(work: Path, run: pipeline.RunPaths, params: Params, log: 
 
 # --- one run ---------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _pid_lock(ws: Workspace):
+    """Held while the pid file is checked and written: two runs started at once cannot both take it."""
+    ws.dir.mkdir(parents=True, exist_ok=True)
+    with open(ws.pidfile.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def acquire(ws: Workspace) -> None:
     """Take the tracker's pid file; a background run's parent may have written our pid already."""
-    ws.dir.mkdir(parents=True, exist_ok=True)
-    pid = running_pid(ws)
-    if pid not in (None, os.getpid()):
-        raise TrackBusy(f"{ws.tracker_id} is already running (pid {pid}); follow it with "
-                        f"`kirinuki track-log {ws.tracker_id} --root {ws.root} --follow`")
-    ws.pidfile.write_text(f"{os.getpid()}\n")
+    with _pid_lock(ws):
+        pid = running_pid(ws)
+        if pid not in (None, os.getpid()):
+            raise TrackBusy(f"{ws.tracker_id} is already running (pid {pid}); follow it with "
+                            f"`kirinuki track-log {ws.tracker_id} --root {ws.root} --follow`")
+        write_text(ws.pidfile, f"{os.getpid()}\n")
 
 
 def _save_state(ws: Workspace, state: dict, env: Mapping[str, str]) -> None:
@@ -236,6 +248,20 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
     return metrics, compare, baseline
 
 
+def _score_and_measure(ws: Workspace, work: Path, images: list[Path], baseline: Optional[str], params: Params,
+                       log: Log) -> dict:
+    """After extract: score, failure patterns, validate and compare -> the run's state fields."""
+    rows = pipeline.score(run_paths(ws), params)
+    found = pipeline.failures(run_paths(ws), params)
+    log(f"failure patterns: " + ("; ".join(f"{p['id']} {p['name']} ({p['size']})" for p in found["patterns"])
+                                 or "none") + f", {len(found['outliers'])} outlier(s)")
+    metrics, compare, baseline = _validate_and_compare(ws, work, images, baseline, params, log)
+    return dict(grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
+                lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,
+                verdict=compare and compare["verdict"],
+                params_hash=_params_hash(ws), pages_without_cutouts=pages_without_cutouts(ws.extract, rows))
+
+
 def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log: Log,
               env: Mapping[str, str] = os.environ) -> int:
     """One tracker run; returns the exit code (0 done, 1 failed or some pages failed, 3 stopped
@@ -259,25 +285,21 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
         _ticket(ws, state, params, opts, log, env)
 
         outcome = extract_with_limit(work, run_paths(ws), params, log)
-        if outcome.summary is not None:
-            s = outcome.summary
-            state.update(pages=s.pages, resumed=s.skipped, characters=s.characters, errors=s.errors)
-            log(f"extract: {s.pages} pages ({s.skipped} already done), {s.characters} cut-outs, "
-                f"{len(s.errors)} unreadable")
-            rows = pipeline.score(run_paths(ws), params)
-            found = pipeline.failures(run_paths(ws), params)
-            log(f"failure patterns: " + ("; ".join(f"{p['id']} {p['name']} ({p['size']})" for p in found["patterns"])
-                                         or "none") + f", {len(found['outliers'])} outlier(s)")
-            metrics, compare, baseline = _validate_and_compare(ws, work, images, opts.baseline, params, log)
-            state.update(status="done", grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
-                         lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,
-                         verdict=compare and compare["verdict"],
-                         params_hash=_params_hash(ws), pages_without_cutouts=pages_without_cutouts(ws.extract, rows))
-        else:
+        if outcome.summary is None:
             state.update(status="stopped" if outcome.stopped else "failed", stopped=outcome.stopped,
                          error=outcome.error)
             if outcome.error:
                 log(f"error: {outcome.error}")
+        else:
+            s = outcome.summary
+            state.update(pages=s.pages, resumed=s.skipped, characters=s.characters, errors=s.errors)
+            log(f"extract: {s.pages} pages ({s.skipped} already done), {s.characters} cut-outs, "
+                f"{len(s.errors)} unreadable")
+            try:
+                state.update(_score_and_measure(ws, work, images, opts.baseline, params, log), status="done")
+            except (ScoreError, ConfigError, ValueError) as e:  # published as failed, not left "running"
+                state.update(status="failed", error=str(e))
+                log(f"error: {e}")
         state.update(status_label=status_label(state["status"], params), finished=now_text(tz))
         publish(ws, state, params, opts, log, env)
         log(f"== {state['status']}: {ws.tracker_id}")
@@ -345,12 +367,11 @@ def notify_text(state: dict) -> str:
 
 def start_background(ws: Workspace, args: list[str]) -> int:
     """Start `kirinuki track <args> --detached` in its own session, output to track.log."""
-    ws.dir.mkdir(parents=True, exist_ok=True)
-    with open(ws.log, "a", encoding="utf-8") as out:
+    with _pid_lock(ws), open(ws.log, "a", encoding="utf-8") as out:
         proc = subprocess.Popen([sys.executable, "-m", "kirinuki.cli", "track", *args, "--detached"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    ws.pidfile.write_text(f"{proc.pid}\n")  # so a follower sees the run before the child starts
+        write_text(ws.pidfile, f"{proc.pid}\n")  # so a follower sees the run before the child starts
     return proc.pid
 
 

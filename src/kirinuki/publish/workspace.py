@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kirinuki.core.config import TRACKER_ID_MAX, TRACKER_ID_PATTERN
 from kirinuki.dataset.usage import EXPORTS_NAME
 from kirinuki.dataset.reviews import REVIEWS_NAME
 
-TRACKER_ID = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")
+TRACKER_ID = re.compile(TRACKER_ID_PATTERN)
 WORKSPACES = "tracker-workspace"
 OUTBOX_NAME = ".kirinuki-outbox.jsonl"
 
@@ -24,7 +25,7 @@ class WorkspaceError(Exception):
 
 
 def check_tracker_id(tracker_id: str) -> str:
-    if not TRACKER_ID.fullmatch(tracker_id or "") or len(tracker_id) > 64:
+    if not TRACKER_ID.fullmatch(tracker_id or "") or len(tracker_id) > TRACKER_ID_MAX:
         raise WorkspaceError(f"{tracker_id!r}: not a tracker ID (letters and digits, joined by - or _, e.g. QCC-011)")
     return tracker_id
 

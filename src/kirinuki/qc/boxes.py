@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from kirinuki.core.config import ValidateParams
 from kirinuki.core.framing import KINDS
 from kirinuki.core.imageio import read_json, read_label_png
 
@@ -94,8 +95,8 @@ def _head_on_mask(head, labels: np.ndarray, k: int, radius: int) -> bool:
     return y0 < y1 and x0 < x1 and bool((labels[y0:y1, x0:x1] == k).any())
 
 
-def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float = 0.5,
-                     clean_iou: float = 0.7, head_radius: float = 0.01) -> dict:
+def page_box_metrics(labels: np.ndarray, figures: list[Figure], iou_match: float = ValidateParams().iou_match,
+                     clean_iou: float = ValidateParams().clean_iou, head_radius: float = 0.01) -> dict:
     """HxW instance label map (k = cut-out k) against the page's figures -> counts and, per
     figure and per cut-out, what happened to it. `head_radius`: share of the page diagonal
     within which a mask pixel counts as on the head."""

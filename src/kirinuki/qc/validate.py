@@ -229,17 +229,6 @@ def _assign(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
-def match_instances(pred: np.ndarray, gt: np.ndarray) -> list[tuple[int, int, float]]:
-    """Hungarian matching of predicted to GT instances maximising total IoU.
-
-    pred, gt: HxW label maps. Returns [(pred_id, gt_id, iou)] sorted by pred_id;
-    instances that overlap nothing they could be paired with are left out.
-    """
-    iou, p_ids, g_ids = iou_matrix(pred, gt)
-    rows, cols = _assign(iou)
-    return [(int(p_ids[r]), int(g_ids[c]), float(iou[r, c])) for r, c in zip(rows, cols)]
-
-
 def page_metrics(pred: np.ndarray, gt: np.ndarray, iou_match: float) -> dict:
     """Metrics of one page.
 

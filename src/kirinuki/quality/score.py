@@ -9,7 +9,8 @@
   fault), and the framing tagger's kind (quality/framing.py), written as the tag only where sure.
 - L3 LoRA suitability (`lora_ok`): grade in `lora_ok_grades`, no fault, not black or empty,
   and a short side of at least `small_ratio` x `train_resolution`.
-Reasons are stable identifiers; `reasons` lists everything that keeps a cut-out from lora_ok.
+Reasons are stable identifiers; `reasons` lists the flags that keep a cut-out from lora_ok, and
+`layers.l3_lora.blocked_by` adds a grade outside `lora_ok_grades` as `grade_<X>`.
 """
 from __future__ import annotations
 
