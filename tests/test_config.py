@@ -30,12 +30,14 @@ def test_every_relative_path_is_relative_to_the_params_file(tmp_path, monkeypatc
     assert q.extract.splitter is None and q.extract.yolo.weights == f.parent / "w/yolo.pt"
     assert q.extract.sam.checkpoint == Path("/abs/sam.pth") and q.score.weights_file == f.parent / "fit.yaml"
     assert q.quantize.calibration == f.parent / "pages"
+    # keys the file leaves out keep their defaults as without a params file: relative to where it runs
+    assert q.extract.model == Path("models/isnet.int8.onnx") and q.extract.head_splitter == Path("models/head_splitter.onnx")
 
 
 def test_the_anime_profile_changes_only_the_model():
-    anime, default = load_params(ROOT / "params-anime.yaml"), load_params(ROOT / "params.yaml")
+    anime, default = load_params(ROOT / "params-anime.yaml"), Params()  # params.yaml states the defaults
     assert anime.model.sources[0].letterbox and len(anime.model.sources[0].sha256) == 64
-    assert anime.extract.model == ROOT / "models/isnetis.int8.onnx" != default.extract.model
+    assert anime.extract.model == ROOT / "models/isnetis.int8.onnx" != ROOT / default.extract.model
     assert anime.extract.model_copy(update={"model": default.extract.model}) == default.extract
     assert anime.score == default.score and anime.publish == default.publish
 

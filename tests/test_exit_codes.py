@@ -62,6 +62,14 @@ def test_extract_exit_codes(tmp_path, params, tiny_model):
     r = invoke("extract", pages, "-o", tmp_path / "out3", "-p", nomodel)
     assert r.exit_code == USAGE and "none.onnx" in r.output
 
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, command in ((a_file, ["extract", pages, "-p", params]), (a_file / "sub", ["extract", pages, "-p", params]),
+                         (a_file / "pages", ["synth"])):
+        r = invoke(*command, *(["-o", out] if command[0] != "synth" else [out]))  # no traceback: one line, exit 2
+        assert r.exit_code == USAGE and r.output.strip().splitlines() == [
+            f"error: {out}: cannot be an output folder ({a_file} is a file)"], r.output
+
 
 def test_validate_score_compare_exit_codes(tmp_path, params):
     out, gt = tmp_path / "out", tmp_path / "gt"
@@ -87,6 +95,11 @@ def test_validate_score_compare_exit_codes(tmp_path, params):
     assert r.exit_code == USAGE and "no records.jsonl" in r.output
     r = invoke("compare", out / "per_image.csv", "--baseline", tmp_path / "nothing.csv", "-p", params)
     assert r.exit_code == USAGE and "nothing.csv" in r.output
+
+    (tmp_path / "a_file").write_text("x")
+    r = invoke("failures", out, "-o", tmp_path / "a_file", "-p", params)
+    assert r.exit_code == USAGE and r.output.strip() == f"error: {tmp_path / 'a_file'}: cannot be an output folder " \
+        f"({tmp_path / 'a_file'} is a file)", r.output
 
     cutout = next(out.glob("p1/char_*.png"))
     cutout.write_bytes(b"not a png")  # a damaged cut-out: named, the others scored, exit 1

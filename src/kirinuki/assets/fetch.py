@@ -1,5 +1,5 @@
 """Fetch the default segmentation model and record where it came from; install the splitters
-shipped with the package.
+and the face cascade shipped with the package.
 
 Tries each source of `params.model.sources` in order and writes the model plus a card
 `<model>.json` with source, sha256 and the input normalisation the model expects.
@@ -20,7 +20,8 @@ from kirinuki.core.config import ExtractParams, ModelParams, ModelSource
 from kirinuki.core.imageio import atomic_path, write_json
 
 
-# the splitters kirinuki ships (trained by `kirinuki train-splitter`, cards beside them)
+# what kirinuki ships, cards beside each: the splitters (trained by `kirinuki train-splitter`)
+# and the anime face cascade (lbpcascade_animeface, MIT)
 BUNDLED = Path(__file__).parent / "bundled"
 
 
@@ -28,12 +29,13 @@ class ModelUnavailable(Exception):
     """No source could provide the model; str() lists each source's reason."""
 
 
-def install_splitters(params: ExtractParams, log=print) -> list[Path]:
-    """Copy the shipped splitter and head splitter (with their cards) to the paths that
-    `extract.splitter` / `extract.head_splitter` name, where those are missing and the package
-    ships a file of that name; return the paths written. A copy is checked against its card."""
+def install_bundled(params: ExtractParams, log=print) -> list[Path]:
+    """Copy the splitter, the head splitter and the face cascade shipped with kirinuki (with their
+    cards) to the paths that `extract.splitter` / `extract.head_splitter` / `extract.faces` name,
+    where those are missing and the package ships a file of that name; return the paths written.
+    A copy is checked against its card."""
     written = []
-    for key in ("splitter", "head_splitter"):
+    for key in ("splitter", "head_splitter", "faces"):
         dest = getattr(params, key)
         if dest is None or not (BUNDLED / Path(dest).name).is_file():
             continue

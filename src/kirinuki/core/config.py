@@ -485,9 +485,13 @@ def load_score_model(path: Path) -> ScoreModel:
 
 
 def _rebase(section: Section, base: Path) -> Section:
-    """`section` with every relative path in it, at any depth, taken relative to `base`."""
+    """`section` with every relative path written in it, at any depth, taken relative to `base`;
+    a key left to its default keeps it as it is without a params file (relative to where the
+    command runs), so a short params file anywhere finds the models the working folder holds."""
     update = {}
     for key, value in section:
+        if key not in section.model_fields_set:
+            continue
         if isinstance(value, Section):
             update[key] = _rebase(value, base)
         elif isinstance(value, Path) and not value.is_absolute():
@@ -498,8 +502,9 @@ def _rebase(section: Section, base: Path) -> Section:
 def load_params(path: Optional[Path] = None) -> Params:
     """Defaults, overridden by the params file `path` when given.
 
-    One rule for paths: every relative path in it (any key typed as a path) is taken
-    relative to the params file's folder, wherever the command runs.
+    One rule for paths: every relative path written in it (any key typed as a path) is taken
+    relative to the params file's folder, wherever the command runs; defaults it does not set
+    stay relative to the working folder.
     """
     if path is None:
         return Params()

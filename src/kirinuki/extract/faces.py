@@ -56,7 +56,8 @@ def load_faces(params: ExtractParams) -> Optional[FaceDetector]:
     if params.faces is None:
         return None
     if not Path(params.faces).exists():
-        raise FileNotFoundError(f"extract.faces {params.faces}: not found (set extract.faces: null to go without)")
+        raise FileNotFoundError(f"extract.faces {params.faces}: not found (`kirinuki fetch-model` installs the shipped "
+                                "cascade; or set extract.faces: null to go without)")
     return FaceDetector(params.faces, params.face_neighbours)
 
 

@@ -86,8 +86,8 @@ def load_splitter(params: ExtractParams, key: str = "splitter") -> Optional[Spli
     if model is None:
         return None
     if not Path(model).exists():
-        raise FileNotFoundError(f"extract.{key} {model}: not found (train one with "
-                                f"`kirinuki train-splitter`, or set extract.{key}: null)")
+        raise FileNotFoundError(f"extract.{key} {model}: not found (`kirinuki fetch-model` installs the shipped "
+                                f"one; or train one with `kirinuki train-splitter`, or set extract.{key}: null)")
     return Splitter(model, params.threads, key)
 
 
