@@ -15,7 +15,6 @@ crop around it; last, a region holding two or more anime faces is cut between th
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import sys
 import time
@@ -334,7 +333,7 @@ def _drop_unfinished(page_dir: Path) -> None:
 
 
 def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optional[int] = None,
-                progress: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                progress: bool = True, log: Callable[[str], None] = lambda m: tqdm.write(m, file=sys.stderr),
                 on_page: Callable[[Path], None] = lambda path: None,
                 models: Optional[Models] = None, timings: bool = True) -> ExtractSummary:
     """Extract every image under `inputs` into `out`; a bad file is reported and skipped.
@@ -381,7 +380,8 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
         summary.characters += page["n_chars"]
         pages.append(page)
     write_jsonl(out / "records.jsonl", [r if timings else _untimed(r) for p in pages for r in p["records"]])
-    write_json(out / "run.json", {"kirinuki": __version__, "python": platform.python_version(),
+    # Python as major.minor: a patch release changes no output, and a byte-identical run.json keeps dvc.lock stable
+    write_json(out / "run.json", {"kirinuki": __version__, "python": "%d.%d" % sys.version_info[:2],
                                   "params_hash": phash, **models.info,
                                   "pages": summary.pages, "errors": summary.errors})
     return summary
