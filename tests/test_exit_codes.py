@@ -53,6 +53,12 @@ def test_extract_exit_codes(tmp_path, params, tiny_model):
 
     r = invoke("extract", tmp_path / "nowhere", "-o", tmp_path / "out3", "-p", params)
     assert r.exit_code == USAGE and "no such file or folder" in r.output
+    no_pages = tmp_path / "no_pages"  # a wrong folder: said, and nothing written
+    no_pages.mkdir()
+    (no_pages / "notes.txt").write_text("x")
+    r = invoke("extract", no_pages, "-o", tmp_path / "out3", "-p", params, "--no-progress")
+    assert r.exit_code == USAGE and f"error: {no_pages}: no images in this folder" in r.output, r.output
+    assert "notes.txt" in r.output and not (tmp_path / "out3").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("extract:\n  treshold: 0.5\n")
     r = invoke("extract", pages, "-o", tmp_path / "out3", "-p", bad)

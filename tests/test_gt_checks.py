@@ -129,6 +129,12 @@ def test_run_validate_decodes_colours_refuses_bad_gt_and_counts_the_missing(tmp_
     assert any("no_gt" in line and "warning" in line for line in err)
     assert any("orphan_gt.png: ground truth without an extracted image" in line for line in err)
 
+    for i in range(7):  # a partial run: five named, the rest in one line
+        write_png(gts / f"later{i}_gt.png", labels)
+    run_validate(extract, gts, None, ValidateParams(), *paths)
+    orphans = [line for line in capsys.readouterr().err.splitlines() if "without an extracted image" in line]
+    assert len(orphans) == 6 and orphans[-1].startswith("warning: 3 more ground-truth files"), orphans
+
 
 def test_the_tiny_model_pages_validate_against_colour_gt(tmp_path, extract_params):
     """End to end: a colour GT of two figures gives two GT instances, both matched."""

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from kirinuki.core.config import ConfigError, Params, load_params
+from kirinuki.core.config import SERVE_IDLE_TIMEOUT_S, ConfigError, Params, load_params
 from kirinuki.core.secrets import GITHUB_TOKEN_ENV, redact
 
 # exit codes, the same for every command (README, "Exit codes"): 0 all done; 1 some inputs failed
@@ -208,8 +208,8 @@ def extract(inputs: Path = typer.Argument(..., help="an image or a folder (recur
 @app.command()
 def bench(images: Path = typer.Argument(..., help="an image or a folder of pages (recursive), cycled to fill --pages"),
           pages: int = typer.Option(30, "--pages", min=1, help="pages to time"),
-          memory_pages: str = typer.Option("20,100", help="page counts whose peak memory is compared, "
-                                           "smallest vs largest (the target's figure: 100,1000)"),
+          memory_pages: str = typer.Option("20,100", help="page counts whose peak memory is compared, smallest vs largest, each "
+                                           "a run of its own (the default extracts 120 pages more; the target's figure: 100,1000)"),
           json_out: Optional[Path] = typer.Option(None, "--json", help="also write every figure as JSON"),
           params: Optional[Path] = ParamsOpt):
     """Time `extract` (s/page, model forward vs the rest), its peak memory vs page count, and SAM's
@@ -493,7 +493,7 @@ def serve(root: Path = RootOpt,
           allow_weak_password: bool = typer.Option(False, "--allow-weak-password",
                                                    help="serve even with a password shorter than 12 characters "
                                                         "or among the most common ones"),
-          idle_timeout: float = typer.Option(30.0, "--idle-timeout", min=0.1,
+          idle_timeout: float = typer.Option(SERVE_IDLE_TIMEOUT_S, "--idle-timeout", min=0.1,
                                              help="seconds a silent connection is kept open")):
     """Serve /tracker/<ID>/ dashboards behind HTTP basic auth ($KIRINUKI_DASHBOARD_USER/_PASSWORD;
     the password needs 12 characters or more and must not be a common one)."""

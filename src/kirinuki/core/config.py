@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # a tracker ID (the ticket row, the dashboard, the workspace folder): letters and digits joined by - or _
 TRACKER_ID_PATTERN, TRACKER_ID_MAX = r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*", 64
+SERVE_IDLE_TIMEOUT_S = 30.0  # `kirinuki serve`: seconds a connection may stay silent (half-open, slow) before it is closed
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

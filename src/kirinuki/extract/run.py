@@ -31,7 +31,7 @@ from kirinuki import __version__
 from kirinuki.core.config import ExtractParams
 from kirinuki.extract.detect import Detector, load_detector
 from kirinuki.extract.faces import FaceDetector, cut_at_faces, load_faces
-from kirinuki.core.imageio import (BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
+from kirinuki.core.imageio import (IMAGE_SUFFIXES, BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
 from kirinuki.extract.lettering import cut_balloons, drop_lettering
@@ -349,6 +349,8 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
     images = images[:max_files]
     for line in ignored:  # every file of the folder that is not a page is named, with the reason
         log(line)
+    if not images:  # a wrong folder, not an empty run: nothing is written
+        raise FileNotFoundError(f"{inputs}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
     models = models or Models.load(params)
     phash = params_hash(params, models)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
 from kirinuki.core.cards import sha256_file
+from kirinuki.core.config import SERVE_IDLE_TIMEOUT_S
 from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.core.secrets import DASHBOARD_PASSWORD_ENV, DASHBOARD_USER_ENV, redact
 from kirinuki.dataset.usage import training_usage
@@ -40,7 +41,6 @@ from kirinuki.publish.dashboard import render_index, review_json
 from kirinuki.publish.workspace import TRACKER_ID, Workspace, find_workspaces, live_state
 
 USER_ENV, PASSWORD_ENV = DASHBOARD_USER_ENV, DASHBOARD_PASSWORD_ENV
-IDLE_TIMEOUT_S = 30.0  # seconds a connection may stay silent (half-open, slow) before it is closed
 MAX_CONNECTIONS = 64  # connections served at once; a flood beyond this is closed, not queued in threads
 MAX_BODY = 8 * 1024  # bytes of a POST body (one verdict)
 API = re.compile(r"/tracker/([^/]+)/api/reviews")
@@ -193,7 +193,7 @@ class Cutouts:
         return out
 
 
-def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float = IDLE_TIMEOUT_S,
+def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float = SERVE_IDLE_TIMEOUT_S,
                  secret: Optional[bytes] = None):
     root = Path(root)
     secret = secret if secret is not None else secrets.token_bytes(32)
@@ -439,7 +439,7 @@ class DashboardServer(ThreadingHTTPServer):
 
 
 def make_server(root: Path, host: str, port: int, env: Mapping[str, str] = os.environ,
-                allow_weak_password: bool = False, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                allow_weak_password: bool = False, idle_timeout_s: float = SERVE_IDLE_TIMEOUT_S,
                 max_connections: int = MAX_CONNECTIONS) -> ThreadingHTTPServer:
     """A dashboard server bound to host:port (port 0: any free one); raises ServeError."""
     user, password = credentials_from_env(env, allow_weak_password)

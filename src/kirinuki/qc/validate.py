@@ -25,6 +25,7 @@ from kirinuki.qc.boxes import box_rows, box_summary
 from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_json, write_text
 
 MAX_LABEL = 65535  # largest id a uint16 PNG label map can hold
+ORPHANS_NAMED = 5  # ground-truth files without an extracted image named one per line; the rest counted
 IMAGE_COLUMNS = ["image", "n_gt", "n_pred", "union_iou", "instance_iou", "tp", "fp", "fn",
                  "count_ok", "empty_fp"]
 CUTOUT_COLUMNS = ["image", "k", "iou", "score", "grade", "lora_ok", "reasons", "gt_instances", "gt_cut"]
@@ -521,9 +522,12 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
 
     extracted = {p.parent.name for p in labels_paths}
     orphans = sorted((set(gt_index) | set(box_index)) - extracted)
-    for stem in orphans:
+    for stem in orphans[:ORPHANS_NAMED]:
         print(f"warning: {gt_index.get(stem) or box_index[stem]}: ground truth without an extracted image "
               f"({extract_dir}/{stem}/labels.png); counted as missing", file=sys.stderr)
+    if len(orphans) > ORPHANS_NAMED:  # a partial run: the first few named, not hundreds of lines
+        print(f"warning: {len(orphans) - ORPHANS_NAMED} more ground-truth files without an extracted image "
+              f"under {extract_dir}; counted as missing", file=sys.stderr)
     boxes, box_cutouts = box_rows(extract_dir, box_index, gt_dir, params.iou_match, params.clean_iou,
                      lambda m: print(m, file=sys.stderr))
     refused += sorted(set(box_index) & extracted - {r["image"] for r in boxes})
