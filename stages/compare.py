@@ -8,7 +8,8 @@ too, with its verdict); `make gate` (CI) is what fails on it.
 from pathlib import Path
 
 from kirinuki.core.config import load_params
-from kirinuki.pipeline import DVC_RUN, compare
+from kirinuki.core.runs import DVC_RUN
+from kirinuki.pipeline import compare
 
 if compare(DVC_RUN, "HEAD", load_params(Path("params.yaml")), thresholds=Path("qc/thresholds.yaml")):
     print("the QC gate fails on this run (metrics/compare.md says why); `make gate` exits 1 on it")

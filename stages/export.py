@@ -5,7 +5,7 @@ from pathlib import Path
 
 from kirinuki.core.config import load_params
 from kirinuki.dataset.export import Source, run_export
-from kirinuki.pipeline import DVC_RUN
+from kirinuki.core.runs import DVC_RUN
 
 p = load_params(Path("params.yaml"))
 tagger = None

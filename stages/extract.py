@@ -9,7 +9,8 @@ from pathlib import Path
 
 from kirinuki.core.config import load_params
 from kirinuki.core.imageio import write_json
-from kirinuki.pipeline import DVC_RUN, extract
+from kirinuki.core.runs import DVC_RUN
+from kirinuki.pipeline import extract
 
 s = extract(Path("data"), DVC_RUN, load_params(Path("params.yaml")), progress=False, timings=False)
 write_json(Path("metrics/extract.json"), {

@@ -5,7 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kirinuki.core.config import load_params
-from kirinuki.pipeline import DVC_RUN
+from kirinuki.core.runs import DVC_RUN
 from kirinuki.publish.stage import publish_run
 
 params = load_params(Path("params.yaml"))

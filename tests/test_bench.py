@@ -22,11 +22,13 @@ def test_bench_cli_figures(tmp_path, tiny_model):
     pages.mkdir()
     Image.fromarray(two_figures()).save(pages / "a.png")
     Image.fromarray(np.full((96, 128, 3), 255, np.uint8)).save(pages / "b.png")
+    (pages / "c.png").write_bytes(b"not a png")  # left out with its line; the bench goes on
     out = tmp_path / "bench.json"
     r = CliRunner().invoke(app, ["bench", str(pages), "--pages", "5", "--memory-pages", "2,3",
                                  "--params", str(params), "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert "median s/page" in r.output and "skipped: extract.segmenter is isnet" in r.output
+    assert "c.png: not a readable image" in r.output
     res = json.loads(out.read_text())
     t = res["timing"]
     assert (t["pages"], t["failed"], res["distinct_images"], res["page_size"]) == (5, 0, 2, [128, 96])

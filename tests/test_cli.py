@@ -93,3 +93,8 @@ def test_validate_reads_box_ground_truth_of_real_pages(tmp_path, tiny_model):
     (tmp_path / "gt" / "aoki" / "aoki_1_gt.json").write_text('{"figures": [{"box": [3, 3, 2, 9]}]}')
     r = invoke("validate", tmp_path / "out", "--gt", tmp_path / "gt", "-p", params)
     assert r.exit_code == 1 and "aoki_1_gt.json: figure 1: box [3, 3, 2, 9] is empty" in r.output
+    (tmp_path / "gt" / "aoki" / "aoki_1_gt.json").write_text(json.dumps({"figures": boxes}))
+    (tmp_path / "out" / "mori_1" / "labels.png").write_bytes(b"damaged")  # one line; the other page measured
+    r = invoke("validate", tmp_path / "out", "--gt", tmp_path / "gt", "-p", params)
+    assert r.exit_code == 1 and "mori_1/labels.png: not a readable PNG label map; skipped" in r.output, r.output
+    assert json.loads((tmp_path / "out" / "validate.json").read_text())["boxes"]["n_pages"] == 1

@@ -118,19 +118,34 @@ def test_workspace_dashboard_bakes_reviews_that_survive_a_rerun(tmp_path, tiny_m
     # the same run renders the same bytes (no clock, no randomness)
     params = tracker_params(tiny_model)
     state = json.loads(ws.state.read_text())
-    first = write_dashboard(run_paths(ws), tmp_path / "a", state, params.publish.dashboard, params.extract.max_pixels)
-    again = write_dashboard(run_paths(ws), tmp_path / "b", state, params.publish.dashboard, params.extract.max_pixels)
+    first = write_dashboard(run_paths(ws), tmp_path / "a", state, params.publish.dashboard, params.extract.max_pixels, print)
+    again = write_dashboard(run_paths(ws), tmp_path / "b", state, params.publish.dashboard, params.extract.max_pixels, print)
     assert first.read_bytes() == again.read_bytes()
     # a cut-out whose file changed loses its review; a run without reviews.jsonl shows none
     png = ws.extract / rows[0]["image"] / f"char_{rows[0]['k']}.png"
     img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
     img[0, 0] = 255 - img[0, 0]
     cv2.imwrite(str(png), img)
-    changed = write_dashboard(run_paths(ws), tmp_path / "c", state, params.publish.dashboard, 10**7).read_text()
+    changed = write_dashboard(run_paths(ws), tmp_path / "c", state, params.publish.dashboard, 10**7, print).read_text()
     assert ">approved</span>" not in card_html(changed, f"{rows[0]['image']}/{rows[0]['k']}")
     assert ">approved</span>" in card_html(html, f"{rows[0]['image']}/{rows[0]['k']}")
     still = 2 if sha.count(sha[0]) > 1 else 1  # its twins on other pages keep the review
     assert f'<span data-rv="reviewed">{still}</span>' in changed
+
+
+def test_a_lost_cutout_is_told_and_the_dashboard_still_written(tmp_path, tiny_model):
+    ws, _ = tracked(tmp_path / "root", tiny_model)
+    rows = sorted(read_jsonl(ws.extract / "scores.jsonl"), key=lambda r: (r["image"], r["k"]))
+    params = tracker_params(tiny_model)
+    lost = ws.extract / rows[0]["image"] / f"char_{rows[0]['k']}.png"
+    lost.unlink()
+    (ws.extract / rows[-1]["image"] / "labels.png").write_bytes(b"not a png")
+    lines = []
+    page = write_dashboard(run_paths(ws), tmp_path / "e", json.loads(ws.state.read_text()), params.publish.dashboard,
+                           params.extract.max_pixels, lines.append)
+    assert page.is_file() and f'data-cutout="{rows[0]["image"]}/{rows[0]["k"]}"' in page.read_text()
+    assert any(str(lost) in line and "no picture" in line for line in lines), lines
+    assert any("labels.png" in line and "no overlay" in line for line in lines), lines
 
 
 def card_html(html: str, cutout: str) -> str:
@@ -143,7 +158,7 @@ def test_a_damaged_reviews_file_is_told_not_fatal(tmp_path, tiny_model):
     ws.reviews.write_text("not json\n{}\n")
     params = tracker_params(tiny_model)
     page = write_dashboard(run_paths(ws), tmp_path / "d", json.loads(ws.state.read_text()), params.publish.dashboard,
-                           params.extract.max_pixels).read_text()
+                           params.extract.max_pixels, print).read_text()
     assert "reviews.jsonl unreadable" in page and '<span data-rv="reviewed">0</span>' in page
 
 
@@ -160,13 +175,13 @@ def test_dashboard_shows_the_failure_patterns_with_map_and_examples(tmp_path, ti
     state = json.loads(ws.state.read_text())
     assert 'id="failures"' in (ws.dashboard / "index.html").read_text()  # the tracker run wrote failures.json
     shutil.rmtree(ws.metrics / FAILURES)
-    plain = write_dashboard(run_paths(ws), tmp_path / "plain", state, params.publish.dashboard, 10**7).read_text()
+    plain = write_dashboard(run_paths(ws), tmp_path / "plain", state, params.publish.dashboard, 10**7, print).read_text()
     assert 'id="failures"' not in plain  # no failures.json: no section
     # every cut-out counts as failing here, so that the 6 tiny ones form patterns
     result = write_failures(ws.extract, ws.extract / "scores.jsonl", ws.metrics / FAILURES,
                             FailuresParams(grades=list("ABCDE"), min_cluster_size=2))
     assert result["patterns"] and result["map"]["file"] == "map.png"
-    html = write_dashboard(run_paths(ws), ws.dashboard, state, params.publish.dashboard, 10**7).read_text()
+    html = write_dashboard(run_paths(ws), ws.dashboard, state, params.publish.dashboard, 10**7, print).read_text()
     assert "Failure patterns / 失敗パターン" in html
     assert '<img class="fmap" src="failures/map.png"' in html and (ws.dashboard / "failures/map.png").is_file()
     for p in result["patterns"]:
@@ -176,7 +191,7 @@ def test_dashboard_shows_the_failure_patterns_with_map_and_examples(tmp_path, ti
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert all((ws.dashboard / src).is_file() for src in srcs)
     assert f"Outliers 外れ値 ({len(result['outliers'])})" in html
-    again = write_dashboard(run_paths(ws), tmp_path / "again", state, params.publish.dashboard, 10**7)
+    again = write_dashboard(run_paths(ws), tmp_path / "again", state, params.publish.dashboard, 10**7, print)
     assert again.read_text() == html  # deterministic
 
 

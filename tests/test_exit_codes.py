@@ -77,7 +77,7 @@ def test_extract_exit_codes(tmp_path, params, tiny_model):
             f"error: {out}: cannot be an output folder ({a_file} is a file)"], r.output
 
 
-def test_validate_score_compare_exit_codes(tmp_path, params):
+def test_validate_score_compare_exit_codes(tmp_path, params, capsys):
     out, gt = tmp_path / "out", tmp_path / "gt"
     pages = tmp_path / "pages"
     pages.mkdir()
@@ -112,6 +112,25 @@ def test_validate_score_compare_exit_codes(tmp_path, params):
     r = invoke("score", out, "-p", params)
     assert r.exit_code == FAILED and cutout.name in r.output and "1 cut-out(s) could not be read" in r.output, r.output
     assert len(read_jsonl(out / "scores.jsonl")) == len(read_jsonl(out / "records.jsonl")) - 1
+
+    r = invoke("validate", out, "--gt", gt, "--scores", tmp_path / "typo.jsonl", "-p", params)
+    assert r.exit_code == USAGE and f"{tmp_path / 'typo.jsonl'}: no such file" in r.output, r.output
+    for args in (["--gt", tmp_path / "nowhere"], ["--gt", gt, "--sources", tmp_path / "nowhere.csv"]):
+        r = invoke("calibrate", out, *args, "-o", tmp_path / "w.yaml", "-p", params)
+        assert r.exit_code == USAGE and "nowhere" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    r = invoke("export", out, "-o", tmp_path / "a_file", "-p", params)
+    assert r.exit_code == USAGE and "cannot be an output folder" in r.output, r.output
+    capsys.readouterr()
+    for command, damaged in (("score", "records.jsonl"), ("failures", "scores.jsonl")):  # as a shell runs them
+        line = len(read_jsonl(out / damaged)) + 1
+        with open(out / damaged, "a") as f:
+            f.write('{"image": "p1", "k"\n')  # one line naming the file and the line, no traceback
+        with pytest.raises(SystemExit) as e:
+            app([command, str(out), "-p", str(params)], prog_name="kirinuki")
+        err = capsys.readouterr().err
+        assert e.value.code == FAILED and err.strip().splitlines()[-1].startswith(
+            f"error: {out / damaged}: line {line} is not JSON"), err
+        assert "Traceback" not in err
 
 
 def test_track_exit_codes(tmp_path, params):

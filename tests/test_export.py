@@ -163,7 +163,7 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_dataset(workspace, tmp
     out = tmp_path / "mine"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(Exception, match="not a kirinuki dataset"):
+    with pytest.raises(Exception, match="not a folder kirinuki wrote"):
         export(workspace, out)
     assert (out / "precious.txt").read_text() == "keep me"
 
@@ -216,9 +216,20 @@ def test_cli_usage_then_sample_puts_never_seen_images_first(workspace, tmp_path,
         assert r.exit_code == 0, r.output
         order = [Path(line).stem for line in (tmp_path / f"next{seed}.txt").read_text().splitlines()]
         assert order == [names[2], names[1], names[0]]  # never seen, once, twice
-    assert sorted(kohya_parse(d.name)[0] for d in (tmp_path / "k").iterdir()) == [3, 5, 10]  # 10 x 1/(1+seen)
+    assert sorted(kohya_parse(d.name)[0] for d in (tmp_path / "k").iterdir() if d.is_dir()) == [3, 5, 10]  # 10 x 1/(1+seen)
+    stale = tmp_path / "k" / "7_x y" / "gone.png"  # a folder of an earlier sample: replaced whole
+    stale.parent.mkdir()
+    stale.write_bytes(b"x")
+    assert runner.invoke(app, ["dataset", "sample", "ds", "-o", "next.txt", "--kohya", "k"]).exit_code == 0
+    assert not stale.parent.exists() and len(list((tmp_path / "k").glob("*/*.png"))) == 3
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")  # none of ours: refused, kept
+    r = runner.invoke(app, ["dataset", "sample", "ds", "-o", "next.txt", "--kohya", "mine"])
+    assert r.exit_code == 2 and "not a folder kirinuki wrote" in r.output and (tmp_path / "mine" / "notes.txt").exists()
     r = runner.invoke(app, ["dataset", "stats", "ds"])
     assert r.exit_code == 0 and "1 never seen" in r.output and "v1b (after v1)" in r.output
+    r = runner.invoke(app, ["dataset", "usage", "ds", "--run", "v1c", "--parent", "v1b", "--log", "run2.log"])
+    assert r.exit_code == 0 and "already recorded as run 'v1b' (counted twice now)" in r.output, r.output
 
 
 def params_file(tmp_path: Path) -> Path:

@@ -74,7 +74,7 @@ def run(tmp_path_factory) -> Path:
     out = tmp / "extract"
     summary = run_extract(pages, out, params.extract, progress=False)
     assert summary.pages == len(GOLDEN_PAGES) and not summary.errors, summary.errors
-    run_score(out, params.score)
+    run_score(out, params.score, out / "scores.jsonl")
     run_validate(out, pages, out / "scores.jsonl", params.validation, out / "validate.json",
                  out / "per_image.csv", out / "per_cutout.csv")
     return out

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from kirinuki.core.config import ValidateParams
-from kirinuki.core.imageio import BadImage, index_gt, write_png
+from kirinuki.core.imageio import BadInput, index_gt, write_png
 from kirinuki.qc.validate import gt_instances, read_gt, run_validate
 
 from conftest import two_figures
@@ -69,7 +69,7 @@ def test_accepted_forms():
     ("float", lambda: figures_labels().astype(np.float32), "float32"),
 ])
 def test_refused_forms(name, make, why):
-    with pytest.raises(BadImage) as e:
+    with pytest.raises(BadInput) as e:
         gt_instances(make(), f"{name}_gt.png")
     message = str(e.value)
     assert message.startswith(f"{name}_gt.png: refused as ground truth: ") and why in message, message
@@ -92,10 +92,10 @@ def test_read_gt_files(tmp_path):
     Image.fromarray(coloured(labels)).quantize(4).save(tmp_path / "c_gt.png")  # a palette PNG
     assert same_partition(read_gt(tmp_path / "c_gt.png"), labels)
     Image.fromarray((labels > 0).astype(np.uint8) * 255).save(tmp_path / "d_gt.jpg")
-    with pytest.raises(BadImage, match="d_gt.jpg: refused as ground truth: JPEG is lossy"):
+    with pytest.raises(BadInput, match="d_gt.jpg: refused as ground truth: JPEG is lossy"):
         read_gt(tmp_path / "d_gt.jpg")
     (tmp_path / "e_gt.png").write_bytes(b"not a png")
-    with pytest.raises(BadImage, match="e_gt.png: not a readable"):
+    with pytest.raises(BadInput, match="e_gt.png: not a readable"):
         read_gt(tmp_path / "e_gt.png")
     assert set(index_gt(tmp_path)) == {"a", "b", "c", "d", "e"}  # every format found, so none is ignored
 

@@ -57,6 +57,6 @@ def test_failures_are_reported_not_raised(pushover, tmp_path):
     down = NotifyParams(pushover_url="http://127.0.0.1:9/1/messages.json", timeout_s=2)
     assert notify("t", "m", None, [], down, ENV).startswith("notification failed: ConnectionError")
     missing = notify("t", "m", None, [tmp_path / "gone.png"], NotifyParams(pushover_url=pushover.url), ENV)
-    assert missing.startswith("notification failed: BadImage")
+    assert missing.startswith("notification failed: BadInput")
     assert "skipped" in notify("t", "m", None, [], NotifyParams(pushover_url=pushover.url), {})
     assert len(pushover.messages) == 1  # only the 500 reached the endpoint

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from kirinuki.cli import app
 from kirinuki.core.config import DEFAULT_SCORE_WEIGHTS
 from kirinuki.core.imageio import read_jsonl
-from kirinuki.pipeline import RunPaths
+from kirinuki.core.runs import RunPaths
 from kirinuki.publish.track import TrackOptions, extract_with_limit, run_track
 from kirinuki.publish.workspace import workspace_for_input
 
@@ -198,3 +198,21 @@ def test_a_scoring_error_after_extraction_is_published_as_failed(tmp_path, tiny_
     assert "error: w.yaml: the weights file went away" in lines
     assert "went away" in read_jsonl(ws.outbox)[-1]["details"]  # the ticket says why
     assert not ws.pidfile.exists()
+
+
+def test_an_unreadable_cutout_makes_the_run_exit_1(tmp_path, tiny_model, monkeypatch):
+    from kirinuki import pipeline
+
+    score = pipeline.score
+
+    def losing_one(run, params, **kw):  # one cut-out lost between extraction and scoring
+        next(run.extract.glob("*/char_1.png")).unlink()
+        return score(run, params, **kw)
+    monkeypatch.setattr(pipeline, "score", losing_one)
+    work = make_work(tmp_path / "root", n_pages=1)
+    ws = workspace_for_input(work, "QCC-020")
+    lines = []
+    assert run_track(ws, work, tracker_params(tiny_model), TrackOptions(notify=False), lines.append, env={}) == 1
+    state = json.loads(ws.state.read_text())
+    assert state["status"] == "done" and state["unscored"] == 1, state
+    assert any("char_1.png" in line for line in lines) and "1 cut-out(s) could not be read and have no score" in lines

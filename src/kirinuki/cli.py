@@ -12,8 +12,10 @@ from typing import Optional
 
 import typer
 
-from kirinuki.core.config import SERVE_IDLE_TIMEOUT_S, ConfigError, Params, load_params
+from kirinuki.core.config import (DEFAULT_FRAMING_MODEL, GITHUB_COM, SERVE_HOST, SERVE_IDLE_TIMEOUT_S, SERVE_PORT, ConfigError,
+                                   ExtractParams, Params, load_params)
 from kirinuki.core.secrets import GITHUB_TOKEN_ENV, redact
+from kirinuki.core.runs import DVC_RUN, RunPaths
 
 # exit codes, the same for every command (README, "Exit codes"): 0 all done; 1 some inputs failed
 # (each listed on stderr) or the work could not be done; 2 a usage or configuration error, found
@@ -25,8 +27,12 @@ class _Kirinuki(typer.Typer):
     """The command; an unexpected error prints its traceback with every secret redacted."""
 
     def __call__(self, *args, **kwargs):
+        from kirinuki.core.imageio import BadInput
         try:
             return super().__call__(*args, **kwargs)
+        except BadInput as e:  # a file the command needs cannot be used: its one line, not a traceback
+            sys.stderr.write(f"error: {redact(str(e))}\n")
+            sys.exit(FAILED)
         except Exception:  # noqa: BLE001 - a bug: show it, but never a secret in it
             import traceback
             sys.stderr.write(redact(traceback.format_exc()))
@@ -126,7 +132,7 @@ def corpus_cmd(manifest: Path = typer.Argument(..., help="corpus manifest, e.g. 
 @app.command("train-splitter")
 def train_splitter_cmd(sprites: list[Path] = typer.Option(..., "--sprites", help="folder of RGBA character sprites (repeatable)"),
                        backgrounds: list[Path] = typer.Option(..., "--backgrounds", help="folder of background pictures (repeatable)"),
-                       out: Path = typer.Option(Path("models/splitter.onnx"), "--out", "-o", help="ONNX to write, card beside it"),
+                       out: Path = typer.Option(Path(ExtractParams().splitter), "--out", "-o", help="ONNX to write, card beside it"),
                        steps: int = typer.Option(3000, min=1, help="training batches"),
                        samples: int = typer.Option(6000, min=1, help="composite pages to train on"),
                        seed: int = typer.Option(0, help="seeds the composites and the training"),
@@ -152,7 +158,7 @@ def train_framing_cmd(landmarks: Path = typer.Option(Path("corpus/framing.csv"),
                       pages: Optional[Path] = typer.Option(None, "--pages", help="real pages (kirinuki corpus -o DIR): their training figures too"),
                       gt: Path = typer.Option(Path("corpus/realpages_gt"), "--gt", help="box ground truth with kinds"),
                       manifest: Path = typer.Option(Path("corpus/realpages.csv"), "--manifest", help="pages and their `use`"),
-                      out: Path = typer.Option(Path("src/kirinuki/quality/framing.onnx"), "--out", "-o", help="ONNX to write, card beside it"),
+                      out: Path = typer.Option(DEFAULT_FRAMING_MODEL, "--out", "-o", help="ONNX to write, card beside it (default: the one kirinuki ships)"),
                       steps: int = typer.Option(3000, min=1, help="training batches"),
                       samples: int = typer.Option(40000, min=1, help="sprite crops to train on"),
                       seed: int = typer.Option(0, help="seeds the crops and the training"),
@@ -248,14 +254,15 @@ def score(extract_dir: Path = typer.Argument(..., help="an extract output folder
     if not (extract_dir / "records.jsonl").exists():
         _fail(f"{extract_dir}: no records.jsonl (not an extract output folder)", code=USAGE)
     try:
-        rows = run_score(extract_dir, cfg, out, model, log=lambda m: typer.echo(m, err=True))
+        rows, unread = run_score(extract_dir, cfg, out or RunPaths.in_folder(extract_dir).scores, model,
+                                 log=lambda m: typer.echo(m, err=True))
     except ScoreError as e:
         _fail(f"{cfg.weights_path}: {e}", code=USAGE)
     except ConfigError as e:  # score.framing_model names no file
         _fail(str(e), code=USAGE)
     counts = {g: sum(r["grade"] == g for r in rows) for g in GRADES}
     typer.echo(f"{len(rows)} cut-outs graded " + " ".join(f"{g}:{n}" for g, n in counts.items()), err=True)
-    if unread := sum(1 for _ in read_jsonl(extract_dir / "records.jsonl")) - len(rows):
+    if unread:
         _fail(f"{unread} cut-out(s) could not be read (named above) and have no score")
 
 
@@ -273,7 +280,7 @@ def calibrate(extract_dirs: list[Path] = typer.Argument(..., help="extract outpu
         model = run_calibrate(extract_dirs, gt, p.score, p.calibrate, p.validation.iou_match,
                               p.validation.good_iou, p.validation.clean_iou, out, log=lambda m: typer.echo(m, err=True), sources_csv=sources)
     except CalibrateError as e:
-        _fail(str(e))
+        _fail(str(e), code=e.code)
     prov = model.provenance
     typer.echo(f"fitted on {prov['n_samples']} cut-outs of {prov['n_images']} images -> {out}")
     for name, parts in prov["fit"].items():  # all cut-outs, then by kind of ground truth
@@ -289,10 +296,11 @@ def failures(extract_dir: Path = typer.Argument(..., help="an extract output fol
     """Group the flagged and low-grade cut-outs into failure patterns (HDBSCAN on the features,
     IsolationForest for outliers), with example thumbnails and a t-SNE map coloured by grade."""
     from kirinuki.qc.failures import write_failures
-    scores = scores or extract_dir / "scores.jsonl"
+    run = RunPaths.in_folder(extract_dir)
+    scores = scores or run.scores
     if not scores.is_file():
         _fail(f"{scores}: no such scores file (run `kirinuki score {extract_dir}` first)", code=USAGE)
-    out = _out_folder(out or extract_dir / "failures")
+    out = _out_folder(out or run.failures)
     found = write_failures(extract_dir, scores, out, _params(params).failures)
     for p in found["patterns"]:
         typer.echo(f"{p['id']}  {p['size']:4d}  {p['name']}")
@@ -311,11 +319,14 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
              params: Optional[Path] = ParamsOpt):
     """Measure cut-outs against ground truth: IoU, detection, counts, score vs IoU."""
     from kirinuki.qc.validate import ValidateError, run_validate
-    scores = scores or extract_dir / "scores.jsonl"
+    for given in (scores, reviews):  # a file named on the command line must be there; the default may not
+        if given is not None and not given.is_file():
+            _fail(f"{given}: no such file", code=USAGE)
+    run = RunPaths.in_folder(extract_dir)
+    scores = scores or run.scores
     try:
         m = run_validate(extract_dir, gt, scores if scores.exists() else None, _params(params).validation,
-                         metrics or extract_dir / "validate.json", per_image or extract_dir / "per_image.csv",
-                         per_cutout or extract_dir / "per_cutout.csv", reviews)
+                         metrics or run.validate_json, per_image or run.per_image, per_cutout or run.per_cutout, reviews)
     except ValidateError as e:
         _fail(str(e), code=e.code)
     keys = ("n_images", "union_miou", "instance_miou", "precision", "recall", "count_accuracy",
@@ -341,7 +352,7 @@ def validate(extract_dir: Path = typer.Argument(..., help="an extract output fol
 
 
 @app.command()
-def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help="per-image CSV of the new run"),
+def compare(candidate: Path = typer.Argument(DVC_RUN.per_image, help="per-image CSV of the new run"),
             baseline: str = typer.Option("HEAD", help="git revision, or a per-image CSV / folder"),
             json_out: Optional[Path] = typer.Option(None, "--json", help="report JSON (default: compare.json beside CANDIDATE)"),
             md_out: Optional[Path] = typer.Option(None, "--md", help="report Markdown (default: compare.md beside CANDIDATE)"),
@@ -354,8 +365,9 @@ def compare(candidate: Path = typer.Argument(Path("metrics/per_image.csv"), help
     (a significant regression, or a metric past its limit in the thresholds file)."""
     from kirinuki.qc.compare import CompareError, run_compare
     try:
+        beside = RunPaths.in_folder(candidate.parent)
         code = run_compare(candidate, baseline, _params(params).compare,
-                           json_out or candidate.with_name("compare.json"), md_out or candidate.with_name("compare.md"),
+                           json_out or beside.compare_json, md_out or beside.compare_md,
                            thresholds=thresholds, summary=summary)
     except CompareError as e:
         _fail(str(e), code=USAGE)
@@ -368,7 +380,7 @@ def report_pr(report: Path = typer.Option(..., help="compare JSON of the gate (m
               sha: str = typer.Option(..., help="commit to set the status on (the PR head)"),
               metrics_diff: Optional[Path] = typer.Option(None, help="`dvc metrics diff --md` output to include"),
               repo: str = typer.Option(..., envvar="GITHUB_REPOSITORY", help="owner/name"),
-              server_url: str = typer.Option("https://github.com", envvar="GITHUB_SERVER_URL",
+              server_url: str = typer.Option(GITHUB_COM, envvar="GITHUB_SERVER_URL",
                                              help="github.com or a GitHub Enterprise server"),
               run_url: Optional[str] = typer.Option(None, help="link for the status and the comment"),
               dashboard_url: Optional[str] = typer.Option(None, help="link to the run's dashboard (e.g. the workflow artifact)"),
@@ -488,8 +500,8 @@ def ticket(tracker_id: str = typer.Argument(..., help="tracker ID"),
 
 @app.command()
 def serve(root: Path = RootOpt,
-          host: str = typer.Option("127.0.0.1", help="address to bind, e.g. your VPN interface's"),
-          port: int = typer.Option(8765, help="TCP port"),
+          host: str = typer.Option(SERVE_HOST, help="address to bind, e.g. your VPN interface's"),
+          port: int = typer.Option(SERVE_PORT, help="TCP port"),
           allow_weak_password: bool = typer.Option(False, "--allow-weak-password",
                                                    help="serve even with a password shorter than 12 characters "
                                                         "or among the most common ones"),
@@ -535,6 +547,7 @@ def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or s
         raise typer.Exit(FAILED if problems else DONE)
     if out is None:
         _fail("give the dataset folder to write with --out/-o", code=USAGE)
+    out = _out_folder(out)
     p = _params(params)
     tagger = None
     try:
@@ -580,6 +593,8 @@ def dataset_usage(dataset: Path = typer.Argument(..., help="an exported dataset 
         _fail(str(e), code=USAGE)
     typer.echo(f"run {r['run']}: {r['sightings']} sighting(s) of {r['items_seen']} image(s) in {r['lines']} line(s)"
                + (f", resumed from {r['parent']}" if r["parent"] else ""))
+    if r["warning"] and r["sightings"]:  # with none, the line below says it
+        typer.echo(f"warning: {r['warning']}", err=True)
     if not r["sightings"]:
         _fail(f"{log}: names no image of {dataset}; recorded with no sightings")
 
@@ -592,13 +607,14 @@ def dataset_sample(dataset: Path = typer.Argument(..., help="an exported dataset
                    balance: Optional[str] = typer.Option(None, help="interleave by framing or character"),
                    after: Optional[str] = typer.Option(None, "--after", help="count usage along this run's lineage only"),
                    out: Path = typer.Option(..., "--out", "-o", help="file list to write (one image path per line)"),
-                   kohya: Optional[Path] = typer.Option(None, "--kohya", help="also write kohya folders <repeats>_<trigger> <class>/ here")):
+                   kohya: Optional[Path] = typer.Option(None, "--kohya", help="also write kohya folders <repeats>_<trigger> <class>/ here (replaced whole)")):
     """The next training run's images: under-used ones first, as a file list and kohya repeats."""
     from kirinuki.core.imageio import write_text
-    from kirinuki.dataset.export import LAYOUT_DIRS, kohya_folder, read_manifest, ExportError
-    from kirinuki.dataset.usage import UsageError, kohya_repeats, sample
-    if strategy not in ("min-usage", "uniform") or balance not in (None, "framing", "character"):
-        _fail("--strategy is min-usage or uniform; --balance framing or character", code=USAGE)
+    from kirinuki.dataset.export import ExportError, layout_dir, read_manifest
+    from kirinuki.dataset.usage import BALANCE, STRATEGIES, UsageError, kohya_repeats, sample
+    if strategy not in STRATEGIES or balance not in (None, *BALANCE):  # before reading the dataset
+        _fail(f"--strategy is {' or '.join(STRATEGIES)}; --balance {' or '.join(BALANCE)}", code=USAGE)
+    kohya = kohya and _out_folder(kohya)
     try:
         m = read_manifest(dataset)
         picked = sample(_index(dataset), strategy, n, seed, balance, after)
@@ -606,17 +622,14 @@ def dataset_sample(dataset: Path = typer.Argument(..., help="an exported dataset
         _fail(str(e), code=USAGE)
     layout = m["summary"]["layouts"][0]
     p = m["params"]
-    base = dataset / (f"kohya/{kohya_folder(p['repeats'], p['trigger'], p['class_word'])}" if layout == "kohya"
-                      else LAYOUT_DIRS[layout])
+    base = dataset / layout_dir(layout, p["repeats"], p["trigger"], p["class_word"])
     write_text(out, "".join(f"{(base / (r['name'] + '.png')).absolute()}\n" for r in picked))
     if kohya:
-        from kirinuki.dataset.export import link_or_copy
-        for repeats, names in sorted(kohya_repeats(picked, p["repeats"]).items()):
-            folder = kohya / kohya_folder(repeats, p["trigger"], p["class_word"])
-            for name in names:
-                for ext in (".png", ".txt"):
-                    if (base / (name + ext)).is_file() and not (folder / (name + ext)).exists():
-                        link_or_copy(base / (name + ext), folder / (name + ext))
+        from kirinuki.dataset.export import write_kohya_sample
+        try:
+            write_kohya_sample(base, kohya_repeats(picked, p["repeats"]), p["trigger"], p["class_word"], kohya)
+        except ExportError as e:
+            _fail(str(e), code=USAGE)
     seen = sum(r["times_seen"] == 0 for r in picked)
     typer.echo(f"{len(picked)} image(s) -> {out} ({seen} never seen)" + (f"; kohya folders in {kohya}" if kohya else ""))
 

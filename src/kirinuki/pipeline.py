@@ -8,49 +8,11 @@ checked by tests/test_layout.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from kirinuki.core.config import Params
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one run keeps its outputs."""
-    extract: Path  # labels.png, char_<k>.png, page.json per page; records.jsonl
-    scores: Path  # scores.jsonl
-    metrics: Path  # validate.json, grades.md, per_image.csv, per_cutout.csv, compare.json/.md
-    reviews: Optional[Path] = None  # reviews.jsonl of the cut-outs (a tracker run's dashboard writes it)
-    exports: Optional[Path] = None  # datasets.txt: the datasets exported from the run (`kirinuki export`)
-
-    @property
-    def validate_json(self) -> Path:
-        return self.metrics / "validate.json"
-
-    @property
-    def per_image(self) -> Path:
-        return self.metrics / "per_image.csv"
-
-    @property
-    def per_cutout(self) -> Path:
-        return self.metrics / "per_cutout.csv"
-
-    @property
-    def failures(self) -> Path:  # failures.json, map.png, examples/ (`kirinuki failures`)
-        return self.metrics / "failures"
-
-    @property
-    def compare_json(self) -> Path:
-        return self.metrics / "compare.json"
-
-    @property
-    def compare_md(self) -> Path:
-        return self.metrics / "compare.md"
-
-
-# the DVC pipeline's run (dvc.yaml names the same paths)
-DVC_RUN = RunPaths(extract=Path("runs/extract"), scores=Path("runs/scores.jsonl"), metrics=Path("metrics"))
+from kirinuki.core.runs import RunPaths
 
 
 def extract(inputs: Path, run: RunPaths, params: Params, **kwargs):
@@ -59,9 +21,11 @@ def extract(inputs: Path, run: RunPaths, params: Params, **kwargs):
     return run_extract(inputs, run.extract, params.extract, **kwargs)
 
 
-def score(run: RunPaths, params: Params) -> list[dict]:
+def score(run: RunPaths, params: Params, **kwargs):
+    """-> quality.score.Scored: the rows, and how many cut-outs could not be read; `kwargs` go
+    to run_score (log)."""
     from kirinuki.quality.score import run_score
-    return run_score(run.extract, params.score, run.scores)
+    return run_score(run.extract, params.score, run.scores, **kwargs)
 
 
 def failures(run: RunPaths, params: Params) -> dict:

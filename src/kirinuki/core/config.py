@@ -17,7 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 # a tracker ID (the ticket row, the dashboard, the workspace folder): letters and digits joined by - or _
 TRACKER_ID_PATTERN, TRACKER_ID_MAX = r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*", 64
-SERVE_IDLE_TIMEOUT_S = 30.0  # `kirinuki serve`: seconds a connection may stay silent (half-open, slow) before it is closed
+# `kirinuki serve`: where it listens by default (the dashboard links below point there), and how
+# long a connection may stay silent (half-open, slow) before it is closed
+SERVE_HOST, SERVE_PORT, SERVE_IDLE_TIMEOUT_S = "127.0.0.1", 8765, 30.0
+GITHUB_COM = "https://github.com"  # `kirinuki report-pr`'s server unless $GITHUB_SERVER_URL names an Enterprise one
+GOOGLE_SHEETS_API = "https://sheets.googleapis.com"  # where Google's client sends Sheets calls
 
 
 class Section(BaseModel):
@@ -332,7 +336,7 @@ class SheetColumns(Section):
 class SheetsParams(Section):
     spreadsheet_key: str = ""  # the key in the sheet's URL; empty: updates wait in the outbox
     worksheet: str = "tickets"
-    api_base: str = "https://sheets.googleapis.com"  # tests point this at a local server
+    api_base: str = GOOGLE_SHEETS_API  # tests point this at a local server
     token_uri: Optional[str] = None  # None: the token_uri of the service-account JSON
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(5, ge=0)  # on 429/5xx and connection errors, with exponential back-off
@@ -372,7 +376,7 @@ class NotifyParams(Section):
 
 
 class PublishParams(Section):
-    dashboard_url: str = "http://127.0.0.1:8765/tracker/{id}/"  # link in tickets and notifications
+    dashboard_url: str = f"http://{SERVE_HOST}:{SERVE_PORT}/tracker/{{id}}/"  # link in tickets and notifications
     # the DVC stage `publish`: the ticket of the pipeline's own data, and where its dashboard and
     # outbox go (a tracker run has its own, in its workspace)
     tracker_id: str = Field("KRN-SAMPLE", pattern=f"^{TRACKER_ID_PATTERN}$", max_length=TRACKER_ID_MAX)
@@ -414,7 +418,7 @@ class TaggerParams(Section):
 
 class ExportParams(Section):
     """`kirinuki export` and the DVC stage `export`: cut-outs -> a LoRA training set."""
-    select: Literal["lora_ok", "approved"] = "lora_ok"  # lora_ok: approved or lora_ok, never excluded; approved: reviewed ones only
+    select: Literal["lora_ok", "approved"] = "lora_ok"  # lora_ok: approved or lora_ok, never excluded; approved: approved ones only
     layouts: list[Literal["kohya", "ai-toolkit", "hf"]] = Field(
         default_factory=lambda: ["kohya", "ai-toolkit", "hf"], min_length=1)
     trigger: str = Field("kirinuki_chara", pattern=r"^[^_/\\\s,][^/\\,]*$")  # first caption word; kohya folder `<repeats>_<trigger> <class>`
@@ -423,7 +427,7 @@ class ExportParams(Section):
     resolution: Optional[int] = Field(None, ge=64)  # bucket area = resolution^2; None: score.train_resolution
     bucket_step: int = Field(64, ge=8)  # bucket sides are multiples of this
     background: str = Field("#ffffff", pattern=r"^(transparent|#[0-9a-fA-F]{6})$")
-    dedupe_distance: int = Field(6, ge=-1, le=64)  # perceptual-hash bits apart at most to be one image; -1 = keep all
+    dedupe_distance: int = Field(6, ge=-1, le=64)  # perceptual-hash bits apart at most to be one image; -1: only byte-identical ones
     tags: Optional[Path] = None  # tag dictionary (YAML: aliases, groups, blacklist)
     drop_groups: list[str] = Field(default_factory=list)  # tag groups left out of captions, e.g. [quality]
     underscores: bool = False  # tags as `long_hair` (True) or `long hair` (False, as most captions write them)

@@ -46,8 +46,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class BadImage(Exception):
+class BadInput(Exception):
     """An input that cannot be used; str() is a one-line reason."""
+
+
+class NotJSON(BadInput, ValueError):
+    """A JSON or JSON-lines file that does not parse (a ValueError, as json's own error is)."""
 
 
 @contextmanager
@@ -81,14 +85,27 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_json(path: Path) -> Optional[dict]:
-    """A JSON file's content, None where there is no such file."""
+    """A JSON file's content, None where there is no such file; NotJSON where it does not parse."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NotJSON(f"{path}: not JSON ({e})") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows of a JSON-lines file; NotJSON naming the file and the line that does not parse."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise NotJSON(f"{path}: line {n} is not JSON ({e.msg})") from None
+    return rows
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
@@ -111,7 +128,7 @@ def read_label_png(path: Path) -> np.ndarray:
     """Read a label map (uint8 or uint16 PNG) as HxW integer array, unchanged."""
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise BadImage(f"{path}: not a readable PNG label map")
+        raise BadInput(f"{path}: not a readable PNG label map")
     if arr.ndim == 3:  # an RGB(A) mask saved by a paint tool: any non-black pixel is foreground
         arr = (arr[..., :3].max(axis=2) > 0).astype(np.uint8) * 255
     return arr
@@ -121,7 +138,7 @@ def read_rgba_png(path: Path) -> np.ndarray:
     """Read an RGBA PNG cut-out as HxWx4 uint8 (RGB order)."""
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.ndim != 3 or arr.shape[2] != 4:
-        raise BadImage(f"{path}: not an RGBA PNG")
+        raise BadInput(f"{path}: not an RGBA PNG")
     return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
 
 
@@ -130,32 +147,32 @@ def read_image(path: Path, max_pixels: int) -> np.ndarray:
 
     Handles EXIF rotation, CMYK, 16-bit, palette and (grayscale+)alpha images;
     transparency is flattened onto white, the usual paper colour of a page.
-    Raises BadImage with a one-line reason for anything it cannot use.
+    Raises BadInput with a one-line reason for anything it cannot use.
     """
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            raise BadImage(f"{path}: empty file (0 bytes)")
+            raise BadInput(f"{path}: empty file (0 bytes)")
         unsupported = format_support().get(path.suffix.lower())
         if unsupported:
-            raise BadImage(f"{path}: cannot decode {path.suffix.lower()} here: {unsupported}")
+            raise BadInput(f"{path}: cannot decode {path.suffix.lower()} here: {unsupported}")
         with warnings.catch_warnings():  # extract.max_pixels decides, in one line, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
         with im:
             w, h = im.size
             if w * h > max_pixels:
-                raise BadImage(f"{path}: {w}x{h} exceeds extract.max_pixels={max_pixels}")
+                raise BadInput(f"{path}: {w}x{h} exceeds extract.max_pixels={max_pixels}")
             im = ImageOps.exif_transpose(im)
             im.load()
             return _to_rgb(im)
-    except BadImage:
+    except BadInput:
         raise
     except Image.DecompressionBombError as e:
-        raise BadImage(f"{path}: too large to decode safely ({e})") from None
+        raise BadInput(f"{path}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = "not an image or unsupported format" if "cannot identify" in str(e) else str(e)
-        raise BadImage(f"{path}: {reason}") from None
+        raise BadInput(f"{path}: {reason}") from None
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

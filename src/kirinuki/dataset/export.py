@@ -8,8 +8,9 @@ file system allows):
 plus manifest.json (every file's sha256, each item's source cut-out, page, grade, review and
 caption hash) and index.sqlite (items, tags and training usage; `kirinuki dataset`). The set is
 built beside DATASET and swapped in whole, so a failed export leaves the previous one intact;
-the usage history of the previous index is carried over. Nothing in it holds a clock time, so
-the same cut-outs and params give the same bytes.
+the usage history of the previous index is carried over (with the times training runs were
+recorded). Apart from that history nothing in it holds a clock time, so the same cut-outs and
+params give the same bytes.
 """
 from __future__ import annotations
 
@@ -28,13 +29,15 @@ import numpy as np
 from kirinuki import __version__
 from kirinuki.core.cards import sha256_file
 from kirinuki.core.config import ExportParams
-from kirinuki.core.imageio import BadImage, read_json, read_jsonl, read_rgba_png, write_json, write_png, write_text
+from kirinuki.core.imageio import BadInput, read_json, read_jsonl, read_rgba_png, write_json, write_png, write_text
 from kirinuki.dataset.captions import CaptionError, existing_caption, merge
 from kirinuki.dataset.reviews import REVIEWS_NAME, Review, latest, read_reviews
 from kirinuki.dataset.tags import TagDictionary, caption_text
 from kirinuki.dataset.usage import EXPORTS_NAME, INDEX, linked_datasets, write_index
+from kirinuki.core.runs import SCORES_NAME
 
 MANIFEST = "manifest.json"
+SAMPLE_MARK = ".kirinuki-sample"  # in a `dataset sample --kohya` folder: it may be replaced whole
 LAYOUT_DIRS = {"kohya": "kohya", "ai-toolkit": "ai-toolkit", "hf": "hf/train"}
 BUCKET_SPAN = 2.0  # bucket sides from resolution / SPAN to resolution * SPAN, as kohya's default range
 
@@ -57,17 +60,22 @@ def find_source(path: Path) -> Source:
     """A tracker workspace (`<ID>/extract/scores.jsonl`, reviews beside) or an extract folder that
     `kirinuki score` graded (`scores.jsonl` inside)."""
     path = Path(path)
-    if (path / "extract" / "scores.jsonl").is_file():
-        return Source(path.name, path / "extract", path / "extract" / "scores.jsonl", path / REVIEWS_NAME,
+    if (path / "extract" / SCORES_NAME).is_file():
+        return Source(path.name, path / "extract", path / "extract" / SCORES_NAME, path / REVIEWS_NAME,
                       path / EXPORTS_NAME)
-    if (path / "scores.jsonl").is_file():
-        return Source(path.name, path, path / "scores.jsonl", path / REVIEWS_NAME)
+    if (path / SCORES_NAME).is_file():
+        return Source(path.name, path, path / SCORES_NAME, path / REVIEWS_NAME)
     raise ExportError(f"{path}: no scores.jsonl (a tracker workspace, or an extract folder after `kirinuki score`)")
 
 
 def kohya_folder(repeats: int, trigger: str, class_word: str) -> str:
     """The image folder name kohya-ss reads as `<repeats>_<caption>`: `10_mychar character`."""
     return f"{repeats}_{trigger} {class_word}".strip()
+
+
+def layout_dir(layout: str, repeats: int, trigger: str, class_word: str) -> str:
+    """A layout's image folder in the dataset; kohya's is named for its repeats and caption."""
+    return f"kohya/{kohya_folder(repeats, trigger, class_word)}" if layout == "kohya" else LAYOUT_DIRS[layout]
 
 
 # --- choosing the cut-outs -------------------------------------------------------------------
@@ -266,7 +274,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
         try:
             images.append(read_rgba_png(c.path))
             readable.append(c)
-        except BadImage as e:
+        except BadInput as e:
             log(f"{e}; left out")
             left["missing"] += 1
     cands = readable
@@ -299,7 +307,7 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
             tags = tag_dict.apply([t for t in tags if t != params.trigger], params.drop_groups, params.underscores)
             caption = caption_text(params.trigger, tags)
             picture, upscaled = fit_bucket(images[i], resolution, params.bucket_step, params.background)
-            bases = [tmp / (f"kohya/{folder}" if lay == "kohya" else LAYOUT_DIRS[lay]) for lay in params.layouts]
+            bases = [tmp / layout_dir(lay, params.repeats, params.trigger, params.class_word) for lay in params.layouts]
             write_png(bases[0] / f"{c.name}.png", picture)
             image_sha = sha256_file(bases[0] / f"{c.name}.png")
             for base in bases:
@@ -344,10 +352,31 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
     return summary
 
 
-def _swap(new: Path, out: Path) -> None:
-    """Put the finished set `new` in place of `out` (which is moved aside first, then removed)."""
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise ExportError(f"{out}: exists and is not a kirinuki dataset (no {MANIFEST}); choose another folder")
+def write_kohya_sample(base: Path, repeats: dict[int, list[str]], trigger: str, class_word: str, out: Path) -> None:
+    """kohya folders `<repeats>_<trigger> <class>/` of sampled images (hard links, else copies, of
+    their image and caption in `base`), replacing `out` whole: an image whose repeats changed since
+    the last sample sits in one folder only, and an interrupted copy is never left behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(out.parent.stat().st_mode & 0o777)
+    try:
+        for n, names in repeats.items():
+            for name in names:
+                for ext in (".png", ".txt"):
+                    if (base / (name + ext)).is_file():
+                        link_or_copy(base / (name + ext), tmp / kohya_folder(n, trigger, class_word) / (name + ext))
+        write_text(tmp / SAMPLE_MARK, f"{base.absolute()}\n")
+        _swap(tmp, out, SAMPLE_MARK)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap(new: Path, out: Path, mark: str = MANIFEST) -> None:
+    """Put the finished folder `new` in place of `out` (which is moved aside first, then removed);
+    an `out` that holds files but no `mark` is none of ours, and is refused."""
+    if out.exists() and not (out / mark).is_file() and any(out.iterdir()):
+        raise ExportError(f"{out}: exists and is not a folder kirinuki wrote (no {mark}); choose another folder")
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old")

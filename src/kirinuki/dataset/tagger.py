@@ -85,11 +85,10 @@ class Tagger:
         self.params = params
         self.model, self.tags_csv = Path(params.model), Path(params.tags_csv)
         self.tags = read_tags_csv(self.tags_csv)
-        import onnxruntime as ort  # here, not at import: exporting without a tagger needs none
+        from kirinuki.core.sessions import onnx_session  # onnxruntime: exporting without a tagger needs none
 
         try:
-            self.session = ort.InferenceSession(str(self.model), ort.SessionOptions(),
-                                                providers=["CPUExecutionProvider"])
+            self.session = onnx_session(self.model, threads=0)  # reproducible tags: the dataset's bytes follow them
         except Exception as e:  # noqa: BLE001 - onnxruntime's own error types, straight from Exception
             raise TaggerError(f"{self.model}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()

@@ -31,7 +31,7 @@ from kirinuki import __version__
 from kirinuki.core.config import ExtractParams
 from kirinuki.extract.detect import Detector, load_detector
 from kirinuki.extract.faces import FaceDetector, cut_at_faces, load_faces
-from kirinuki.core.imageio import (IMAGE_SUFFIXES, BadImage, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
+from kirinuki.core.imageio import (IMAGE_SUFFIXES, BadInput, read_image, remove_stale_temps, scan_images, write_json, write_jsonl,
                                    write_png)
 from kirinuki.core.instances import crop_box, cutout, instances_from_mask, instances_from_masks, label_dtype
 from kirinuki.extract.lettering import cut_balloons, drop_lettering
@@ -269,7 +269,7 @@ TIMINGS = ("seconds", "forward_seconds")
 
 def process_image(path: Path, out: Path, models: Models, params: ExtractParams, phash: str,
                   timings: bool = True) -> dict:
-    """Extract one image into `out/<stem>/`; return its page record. Raises BadImage.
+    """Extract one image into `out/<stem>/`; return its page record. Raises BadInput.
 
     `timings` False: the files written leave out the seconds (the record returned keeps them),
     so that they hold only what the inputs determine."""
@@ -321,7 +321,7 @@ class ExtractSummary:
 
 
 def _page_error(path: Path, e: Exception) -> str:
-    """One line naming the page and what went wrong, for a failure that is not a BadImage."""
+    """One line naming the page and what went wrong, for a failure that is not a BadInput."""
     what = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
     return f"{path}: failed ({type(e).__name__}{': ' + what if what else ''})"
 
@@ -371,7 +371,7 @@ def run_extract(inputs: Path, out: Path, params: ExtractParams, max_files: Optio
             try:
                 page = process_image(path, out, models, params, phash, timings)
             except Exception as e:  # noqa: BLE001 - one page's failure is reported, the batch goes on
-                summary.errors.append(str(e) if isinstance(e, BadImage) else _page_error(path, e))
+                summary.errors.append(str(e) if isinstance(e, BadInput) else _page_error(path, e))
                 log(summary.errors[-1])
                 _drop_unfinished(out / path.stem)
                 continue

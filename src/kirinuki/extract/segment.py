@@ -39,8 +39,8 @@ class IsnetSegmenter:
 
     name = "isnet"
 
-    def __init__(self, model: Path, size: int, mean, std, letterbox: bool, threads: int = 0,
-                 descreen_sigma: float = 0.0, mono_chroma: float = 0.0):
+    def __init__(self, model: Path, size: int, mean, std, letterbox: bool, *, threads: int,
+                 descreen_sigma: float, mono_chroma: float):
         self.session = onnx_session(model, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

@@ -62,7 +62,7 @@ class Splitter:
 
     outputs = ["centres", "offsets", "foreground"]
 
-    def __init__(self, model: Path, threads: int = 0, name: str = "splitter"):
+    def __init__(self, model: Path, threads: int, name: str):
         self.session = onnx_session(model, threads)
         missing = set(self.outputs) - {o.name for o in self.session.get_outputs()}
         if missing:

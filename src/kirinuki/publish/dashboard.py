@@ -15,20 +15,20 @@ import csv
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from kirinuki.core.config import DashboardParams
-from kirinuki.core.imageio import BadImage, atomic_path, read_image, read_json, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
+from kirinuki.core.imageio import BadInput, atomic_path, read_image, read_json, read_jsonl, read_label_png, read_rgba_png, write_png, write_text
 from kirinuki.core.secrets import redact
 from kirinuki.dataset.reviews import Review, ReviewError, cutout_shas, latest, read_reviews, review_summary
 from kirinuki.dataset.usage import training_usage
 from kirinuki.publish.workspace import live_state
 from kirinuki.quality.score import GRADES, MESSAGES, QUALITY_JA
-from kirinuki.pipeline import RunPaths
+from kirinuki.core.runs import RunPaths
 
 # instance colours of the overlay (RGB), k = 1, 2, ... cycling
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -227,21 +227,30 @@ def read_ious(per_cutout_csv: Path) -> dict[tuple[str, int], float]:
         return {(row["image"], int(row["k"])): float(row["iou"]) for row in csv.DictReader(f) if row["iou"]}
 
 
-def write_images(extract: Path, out: Path, cards: list[Card], params: DashboardParams, max_pixels: int) -> None:
-    """Thumbnails of every cut-out and one overlay per page that has a cut-out, under `out`."""
+def write_images(extract: Path, out: Path, cards: list[Card], params: DashboardParams, max_pixels: int,
+                 log: Callable[[str], None]) -> None:
+    """Thumbnails of every cut-out and one overlay per page that has a cut-out, under `out`; a
+    cut-out or label map that cannot be read is one line in `log` and has no picture."""
     for c in cards:
         src = extract / c.image / f"char_{c.k}.png"
         if not _fresh(out / c.thumb, src):
-            write_png(out / c.thumb, fit(read_rgba_png(src), params.thumb_px))
+            try:
+                write_png(out / c.thumb, fit(read_rgba_png(src), params.thumb_px))
+            except (BadInput, OSError) as e:
+                log(f"warning: {e}; its dashboard card has no picture")
     for image in sorted({c.image for c in cards}):
         page_dir = extract / image
         dst = out / f"overlays/{image}.jpg"
         if _fresh(dst, page_dir / "labels.png"):
             continue
-        labels = read_label_png(page_dir / "labels.png")
+        try:
+            labels = read_label_png(page_dir / "labels.png")
+        except (BadInput, OSError) as e:
+            log(f"warning: {e}; the dashboard shows no overlay of this page")
+            continue
         try:
             rgb = read_image(Path(read_json(page_dir / "page.json")["source"]), max_pixels)
-        except (BadImage, OSError, TypeError, KeyError):  # source moved: the masks on grey still tell
+        except (BadInput, OSError, TypeError, KeyError):  # source moved: the masks on grey still tell
             rgb = np.full(labels.shape + (3,), 160, np.uint8)
         _write_jpeg(dst, fit(overlay(rgb, labels, params.overlay_alpha), params.overlay_px))
 
@@ -272,14 +281,15 @@ def copy_failures(src: Path, out: Path) -> Optional[dict]:
     return view
 
 
-def write_dashboard(run: RunPaths, out: Path, state: dict, params: DashboardParams, max_pixels: int) -> Path:
+def write_dashboard(run: RunPaths, out: Path, state: dict, params: DashboardParams, max_pixels: int,
+                    log: Callable[[str], None]) -> Path:
     """Build `out/index.html` (and its images) from the run's outputs; return its path. The
     failure patterns (`<metrics>/failures/`, `kirinuki failures`) are shown where they exist."""
     scores = read_jsonl(run.scores) if run.scores.is_file() else []
     cards = build_cards(scores, read_ious(run.per_cutout))
     review_state, reviews_error = read_review_state(run.reviews)
     cards = with_reviews(cards, cutout_shas(run.extract, [(c.image, c.k) for c in cards]), review_state, training_usage(run.exports))
-    write_images(run.extract, out, cards, params, max_pixels)
+    write_images(run.extract, out, cards, params, max_pixels, log)
     page = out / "index.html"
     failures = copy_failures(run.failures, out)
     write_text(page, redact(render_dashboard(state, cards, read_json(run.validate_json), read_json(run.compare_json),

@@ -15,11 +15,11 @@ from typing import Optional
 import github3
 from github3.exceptions import GitHubError, GitHubException
 
-from kirinuki.core.secrets import redact
+from kirinuki.core.config import GITHUB_COM
+from kirinuki.core.secrets import GITHUB_TOKEN_ENV, redact
 from kirinuki.qc.compare import to_markdown
 
 MARKER = "<!-- kirinuki-qc -->"  # finds our comment again
-GITHUB_COM = "https://github.com"
 MAX_COMMENT = 65_000  # GitHub refuses comments longer than 65,536 characters
 MAX_DESCRIPTION = 140  # GitHub's limit for a commit status description
 
@@ -100,7 +100,7 @@ def read_report(path: Path) -> Optional[dict]:
 def connect(server_url: str, token: str) -> github3.GitHub:
     """A github3 client for github.com or, for any other URL, a GitHub Enterprise server."""
     if not token:
-        raise ReportUsageError("GITHUB_TOKEN is not set: no token to talk to GitHub with")
+        raise ReportUsageError(f"{GITHUB_TOKEN_ENV} is not set: no token to talk to GitHub with")
     if server_url.rstrip("/") == GITHUB_COM:
         return github3.GitHub(token=token)
     return github3.GitHubEnterprise(server_url, token=token)

@@ -36,6 +36,7 @@ from kirinuki.core.config import SERVE_IDLE_TIMEOUT_S
 from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.core.secrets import DASHBOARD_PASSWORD_ENV, DASHBOARD_USER_ENV, redact
 from kirinuki.dataset.usage import training_usage
+from kirinuki.core.runs import SCORES_NAME
 from kirinuki.dataset.reviews import VERDICTS, Review, ReviewError, append_review, latest, read_reviews, review_summary
 from kirinuki.publish.dashboard import render_index, review_json
 from kirinuki.publish.workspace import TRACKER_ID, Workspace, find_workspaces, live_state
@@ -162,7 +163,7 @@ class Cutouts:
     @staticmethod
     def records(ws: Workspace) -> dict[str, dict]:
         """"<image>/<k>" -> its score record (scores.jsonl, as `kirinuki track` writes it)."""
-        scores = ws.extract / "scores.jsonl"  # track.run_paths(ws).scores
+        scores = ws.extract / SCORES_NAME  # track.run_paths(ws).scores
         try:
             rows = read_jsonl(scores) if scores.is_file() else []
         except (OSError, ValueError) as e:
@@ -193,10 +194,8 @@ class Cutouts:
         return out
 
 
-def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float = SERVE_IDLE_TIMEOUT_S,
-                 secret: Optional[bytes] = None):
+def make_handler(root: Path, user: bytes, password: bytes, idle_timeout_s: float, secret: bytes):
     root = Path(root)
-    secret = secret if secret is not None else secrets.token_bytes(32)
     cutouts = Cutouts()
     write_lock = threading.Lock()  # one verdict at a time: the answer's counts include it
 

@@ -16,11 +16,10 @@ from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 from gspread.utils import ValueInputOption, rowcol_to_a1
 
-from kirinuki.core.config import SheetsParams
+from kirinuki.core.config import GOOGLE_SHEETS_API, SheetsParams
 from kirinuki.core.secrets import CREDENTIALS_ENV, CredentialsError, parse_credentials
 from kirinuki.publish.tickets import SheetPlan, SheetsUnavailable, Ticket, plan_upsert
 
-GOOGLE_SHEETS = "https://sheets.googleapis.com"
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # what a failed publish raises besides SheetsUnavailable: the updates then wait in the outbox
@@ -57,8 +56,8 @@ class SheetsSession(AuthorizedSession):
 
     def request(self, method, url, *args, **kwargs):
         p = self.params
-        if url.startswith(GOOGLE_SHEETS):
-            url = p.api_base.rstrip("/") + url[len(GOOGLE_SHEETS):]
+        if url.startswith(GOOGLE_SHEETS_API):
+            url = p.api_base.rstrip("/") + url[len(GOOGLE_SHEETS_API):]
         kwargs["timeout"] = kwargs.get("timeout") or p.timeout_s
         for attempt in range(p.retries + 1):
             last = attempt == p.retries

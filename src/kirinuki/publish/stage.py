@@ -1,7 +1,7 @@
 """The DVC stage `publish`: the pipeline's run -> its dashboard and its ticket.
 
 A tracker run publishes from its workspace (track.py); this publishes the run that `dvc repro`
-made (pipeline.DVC_RUN) under `publish.tracker_id`, into `publish.workspace`: `dashboard/`
+made (core.runs.DVC_RUN) under `publish.tracker_id`, into `publish.workspace`: `dashboard/`
 (a DVC output; it holds no clock time, so the same run gives the same bytes) and the ticket
 outbox, where the update waits while the sheet cannot be reached (no credentials, offline).
 """
@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 from kirinuki.core.config import Params
 from kirinuki.core.imageio import read_json, read_jsonl
-from kirinuki.pipeline import RunPaths
+from kirinuki.core.runs import RunPaths
 from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard
 from kirinuki.publish.tickets import Ticket, details_text, now_text, publish_tickets
 from kirinuki.publish.workspace import OUTBOX_NAME
@@ -43,7 +43,7 @@ def publish_run(run: RunPaths, params: Params, env: Mapping[str, str] = os.envir
     fails for an unreachable sheet: the update then waits in the outbox."""
     p = params.publish
     state = run_state(run, params)
-    page = write_dashboard(run, Path(p.workspace) / "dashboard", state, p.dashboard, params.extract.max_pixels)
+    page = write_dashboard(run, Path(p.workspace) / "dashboard", state, p.dashboard, params.extract.max_pixels, log)
     log(f"dashboard: {page}")
     at = now_text(p.sheets)
     ticket = Ticket(p.tracker_id, at=at, status=p.sheets.done_status, priority=None, summary=None,

@@ -47,8 +47,8 @@ class Ticket:
     depends_on: Optional[tuple[str, ...]] = None  # "this ticket needs these first"
 
 
-def now_text(params: SheetsParams, now: Optional[datetime] = None) -> str:
-    return (now or datetime.now(ZoneInfo(params.timezone))).strftime("%Y-%m-%d %H:%M:%S")
+def now_text(params: SheetsParams) -> str:
+    return datetime.now(ZoneInfo(params.timezone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def check_ticket(t: Ticket, params: SheetsParams) -> Ticket:

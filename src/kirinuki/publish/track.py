@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Optional
 from tqdm import tqdm
 
 from kirinuki import pipeline
+from kirinuki.core.runs import SCORES_NAME, RunPaths
 from kirinuki.core.config import ConfigError, Params
 from kirinuki.core.imageio import (find_images, index_gt, read_json, read_jsonl, remove_stale_temps, write_json,
                                    write_text)
@@ -67,9 +68,9 @@ class ExtractOutcome:
 
 # --- extraction under a per-page time limit -------------------------------------------------
 
-def run_paths(ws: Workspace) -> pipeline.RunPaths:
+def run_paths(ws: Workspace) -> RunPaths:
     """Where a tracker run keeps its outputs in the workspace."""
-    return pipeline.RunPaths(extract=ws.extract, scores=ws.extract / "scores.jsonl", metrics=ws.metrics,
+    return RunPaths(extract=ws.extract, scores=ws.extract / SCORES_NAME, metrics=ws.metrics,
                              reviews=ws.reviews, exports=ws.exports)
 
 
@@ -96,7 +97,7 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _extract_worker(work: Path, run: pipeline.RunPaths, params: Params, conn, parent: int = 0) -> None:
+def _extract_worker(work: Path, run: RunPaths, params: Params, conn, parent: int = 0) -> None:
     if parent:
         _die_with_parent(parent)
     # tqdm's default lock is a multiprocessing semaphore, which a killed worker would leak
@@ -116,7 +117,7 @@ def _extract_worker(work: Path, run: pipeline.RunPaths, params: Params, conn, pa
         send(("error", f"{type(e).__name__}: {e}"))
 
 
-def extract_with_limit(work: Path, run: pipeline.RunPaths, params: Params, log: Log) -> ExtractOutcome:
+def extract_with_limit(work: Path, run: RunPaths, params: Params, log: Log) -> ExtractOutcome:
     """The extract step in a child process; stop it when one page passes track.page_timeout_s."""
     out = run.extract
     limit = params.track.page_timeout_s
@@ -218,18 +219,17 @@ def status_label(status: str, params: Params) -> str:
 def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baseline: Optional[str],
                           params: Params, log: Log) -> tuple[Optional[dict], Optional[dict], Optional[str]]:
     """validate.json and compare.json of this run (None without GT), and the baseline used."""
-    m = ws.metrics
-    for stale in ("validate.json", "per_cutout.csv", "compare.json", "compare.md"):  # never show an old run's
-        (m / stale).unlink(missing_ok=True)
+    run = run_paths(ws)
+    for stale in (run.validate_json, run.per_cutout, run.compare_json, run.compare_md):  # never show an old run's
+        stale.unlink(missing_ok=True)
     gt = index_gt(work)
     if not gt.keys() & {p.stem for p in images}:
         log("no ground truth (<stem>_gt.png) in the work: no IoU, no compare")
         return None, None, None
-    per_image, previous = m / "per_image.csv", m / "previous" / "per_image.csv"
-    if per_image.is_file():  # the last finished run becomes the baseline of this one
+    previous = RunPaths.in_folder(run.metrics / "previous").per_image
+    if run.per_image.is_file():  # the last finished run becomes the baseline of this one
         previous.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(per_image, previous)
-    run = run_paths(ws)
+        os.replace(run.per_image, previous)
     try:
         metrics = pipeline.validate(run, work, params)
     except ValidateError as e:
@@ -243,7 +243,7 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
     except (CompareError, ValueError) as e:  # a failed comparison must not lose the run's publish
         log(f"compare failed: {type(e).__name__}: {e}")
         return metrics, None, baseline
-    compare = read_json(m / "compare.json")
+    compare = read_json(run.compare_json)
     log(f"compare vs {baseline or 'nothing'}: {compare['verdict']}")
     return metrics, compare, baseline
 
@@ -251,12 +251,14 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
 def _score_and_measure(ws: Workspace, work: Path, images: list[Path], baseline: Optional[str], params: Params,
                        log: Log) -> dict:
     """After extract: score, failure patterns, validate and compare -> the run's state fields."""
-    rows = pipeline.score(run_paths(ws), params)
+    rows, unread = pipeline.score(run_paths(ws), params, log=log)
+    if unread:  # each was logged; the run is then not all done (exit 1), like a page that failed
+        log(f"{unread} cut-out(s) could not be read and have no score")
     found = pipeline.failures(run_paths(ws), params)
     log(f"failure patterns: " + ("; ".join(f"{p['id']} {p['name']} ({p['size']})" for p in found["patterns"])
                                  or "none") + f", {len(found['outliers'])} outlier(s)")
     metrics, compare, baseline = _validate_and_compare(ws, work, images, baseline, params, log)
-    return dict(grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
+    return dict(unscored=unread, grades={g: sum(r["grade"] == g for r in rows) for g in GRADES},
                 lora_ok=sum(bool(r["lora_ok"]) for r in rows), metrics=metrics, baseline=baseline,
                 verdict=compare and compare["verdict"],
                 params_hash=_params_hash(ws), pages_without_cutouts=pages_without_cutouts(ws.extract, rows))
@@ -303,8 +305,9 @@ def run_track(ws: Workspace, work: Path, params: Params, opts: TrackOptions, log
         state.update(status_label=status_label(state["status"], params), finished=now_text(tz))
         publish(ws, state, params, opts, log, env)
         log(f"== {state['status']}: {ws.tracker_id}")
-        if state["status"] == "done" and state["errors"]:
-            log(f"{len(state['errors'])} page(s) failed: " + "; ".join(state["errors"]))
+        if state["status"] == "done" and (state["errors"] or state.get("unscored")):
+            if state["errors"]:
+                log(f"{len(state['errors'])} page(s) failed: " + "; ".join(state["errors"]))
             return 1
         return {"done": 0, "stopped": 3}.get(state["status"], 1)
     finally:
@@ -338,14 +341,14 @@ def _ticket(ws: Workspace, state: dict, params: Params, opts: TrackOptions, log:
 def publish(ws: Workspace, state: dict, params: Params, opts: TrackOptions, log: Log, env) -> None:
     """Dashboard and index, ticket row, notification. Only the dashboard may raise."""
     _save_state(ws, state, env)
-    page = write_dashboard(run_paths(ws), ws.dashboard, state, params.publish.dashboard, params.extract.max_pixels)
+    page = write_dashboard(run_paths(ws), ws.dashboard, state, params.publish.dashboard, params.extract.max_pixels, log)
     write_index(ws.dir.parent)
     log(f"dashboard: {page} ({state['dashboard_url']})")
     _ticket(ws, state, params, opts, log, env)
     if opts.notify:
         best = []
         if state["status"] == "done" and params.publish.notify.attach_best:
-            rows = read_jsonl(ws.extract / "scores.jsonl")
+            rows = read_jsonl(run_paths(ws).scores)
             best = [ws.extract / img / f"char_{k}.png"
                     for img, k in best_cutouts(rows, params.publish.notify.attach_best)]
         log(notify(f"Kirinuki {ws.tracker_id}: {state['status_label']}", notify_text(state),

@@ -25,7 +25,7 @@ from PIL import Image
 
 from kirinuki.extract.run import Models, run_extract
 from kirinuki.core.config import ExtractParams
-from kirinuki.core.imageio import find_images, read_image
+from kirinuki.core.imageio import find_images, format_support, read_image
 from kirinuki.extract.segment import load_segmenter
 
 TARGETS = {"median_s": 1.5, "non_forward_share": 0.15, "memory_ratio": 1.10, "sam_ratio": 1.2}
@@ -165,10 +165,17 @@ def _size(path: Path) -> tuple[int, int]:
 def run_bench(images: Path, pages: int, memory_pages: list[int], params: ExtractParams,
               params_file: Optional[Path], log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
     """All three measurements in one run; the figures as a JSON-ready dict."""
-    found = find_images(images)
+    format_support()  # registers the HEIC opener, as extract does
+    found, sizes = [], []
+    for path in find_images(images):  # an unreadable file is left out, with its line, not the bench
+        try:
+            sizes.append(_size(path))
+            found.append(path)
+        except OSError as e:
+            log(f"{path}: not a readable image ({e}); left out")
     if not found:
-        raise BenchError(f"{images}: no images")
-    sizes = [_size(p) for p in found[:pages]]
+        raise BenchError(f"{images}: no readable images")
+    sizes = sizes[:pages]
     result: dict[str, Any] = {
         "images": str(images), "distinct_images": len(found), "cpu_count": os.cpu_count(),
         "segmenter": params.segmenter, "detector": params.detector,

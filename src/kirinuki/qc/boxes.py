@@ -29,7 +29,7 @@ from scipy.optimize import linear_sum_assignment
 
 from kirinuki.core.config import ValidateParams
 from kirinuki.core.framing import KINDS
-from kirinuki.core.imageio import read_json, read_label_png
+from kirinuki.core.imageio import BadInput, read_json, read_label_png
 
 
 class BoxGTError(ValueError):
@@ -204,10 +204,10 @@ def box_rows(extract_dir: Path, gt_index: dict[str, Path], gt_root: Path, iou_ma
         gt = gt_index.get(stem)
         if gt is None:
             continue
-        labels = read_label_png(labels_path)
         try:
+            labels = read_label_png(labels_path)
             figures = read_box_gt(gt, (labels.shape[1], labels.shape[0]))
-        except BoxGTError as e:
+        except (BoxGTError, BadInput) as e:
             log(f"error: {e}; skipped")
             continue
         mono = (read_json(labels_path.parent / "page.json") or {}).get("monochrome")

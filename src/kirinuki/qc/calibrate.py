@@ -28,14 +28,19 @@ from scipy.stats import spearmanr
 from kirinuki import __version__
 from kirinuki.quality import boosting
 from kirinuki.core.config import CalibrateParams, ScoreModel, ScoreParams
-from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_text
-from kirinuki.quality.score import cutout_features, grade, unknown_features
+from kirinuki.core.imageio import BadInput, index_box_gt, index_gt, read_jsonl, read_label_png, write_text
+from kirinuki.quality.score import composite, cutout_features, grade, unknown_features
 from kirinuki.qc.boxes import BoxGTError, cutout_quality, page_box_metrics, read_box_gt
 from kirinuki.qc.validate import auroc, page_metrics, read_pair
 
 
 class CalibrateError(Exception):
-    """Calibration cannot run; str() is a one-line reason."""
+    """Calibration cannot run; str() is a one-line reason. `code` is the exit code: 2 when the
+    inputs given are not what calibrate needs, 1 when what they hold cannot be fitted."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 def _mask_targets(labels_path: Path, gt: Path, iou_match: float, good_iou: float) -> dict[int, tuple[float, bool]]:
@@ -48,7 +53,7 @@ def _box_targets(labels_path: Path, gt: Path, iou_match: float, clean_iou: float
     try:
         m = page_box_metrics(labels, read_box_gt(gt, (labels.shape[1], labels.shape[0])), iou_match, clean_iou)
     except BoxGTError as e:
-        raise BadImage(str(e)) from None
+        raise BadInput(str(e)) from None
     return {k: (q["target"], q["clean"]) for k, q in cutout_quality(m).items()}
 
 
@@ -67,7 +72,7 @@ def collect(extract_dir: Path, gt_index: dict[str, Path], params: ScoreParams, i
         try:
             found = (_box_targets(extract_dir / image / "labels.png", gt, iou_match, clean_iou) if kind == "box"
                      else _mask_targets(extract_dir / image / "labels.png", gt, iou_match, good_iou))
-        except BadImage as e:
+        except BadInput as e:
             log(f"{e}; skipped")
             continue
         targets.update({(image, k): (iou, good, kind) for k, (iou, good) in found.items()})
@@ -229,8 +234,7 @@ def calibrate(samples: list[dict], params: ScoreParams, cal: CalibrateParams, go
 
 
 def composite_of(samples: list[dict], model: ScoreModel) -> np.ndarray:
-    X = np.array([[s["features"][name] for name in model.features] for s in samples], dtype=float)
-    return boosting.predict(model.base, model.learning_rate, model.trees, X, model.features)
+    return composite([s["features"] for s in samples], model)
 
 
 def _flow(tree) -> str:
@@ -261,11 +265,14 @@ def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScorePa
     boxes), fit, write `out`; `sources_csv` names each page's art sources, for folds by source, and
     the pages for evaluation only."""
     if unknown := unknown_features(cal.features):  # before minutes of collecting
-        raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}")
+        raise CalibrateError(f"calibrate.features: the scorer computes no feature {unknown}", code=2)
+    for csv_path in sources_csv or []:
+        if not Path(csv_path).is_file():
+            raise CalibrateError(f"{csv_path}: no such sources file", code=2)
     gt_index: dict[str, Path] = {}
     for gt_dir in gt_dirs:
         if not Path(gt_dir).is_dir():
-            raise CalibrateError(f"{gt_dir}: no such ground-truth folder")
+            raise CalibrateError(f"{gt_dir}: no such ground-truth folder", code=2)
         for stem, path in {**index_box_gt(Path(gt_dir)), **index_gt(Path(gt_dir))}.items():
             if stem in gt_index:
                 raise CalibrateError(f"{path}: same image name as {gt_index[stem]}")
@@ -273,7 +280,7 @@ def run_calibrate(extract_dirs: list[Path], gt_dirs: list[Path], params: ScorePa
     samples, sources = [], []
     for extract_dir in extract_dirs:
         if not (Path(extract_dir) / "records.jsonl").is_file():
-            raise CalibrateError(f"{extract_dir}: no records.jsonl (not an extract output folder)")
+            raise CalibrateError(f"{extract_dir}: no records.jsonl (not an extract output folder)", code=2)
         found = collect(extract_dir, gt_index, params, iou_match, good_iou, clean_iou, log)
         sources.append({"extract": str(extract_dir), "gt": [str(g) for g in gt_dirs], "cutouts": len(found),
                         "images": len({s["image"] for s in found})})

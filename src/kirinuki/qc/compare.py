@@ -22,10 +22,10 @@ import pandas as pd
 from kirinuki.core.config import CompareParams, ConfigError, load_thresholds
 from kirinuki.qc.floors import FloorsError, breach_reason, check_floors, read_summary
 from kirinuki.core.imageio import write_json, write_text
+from kirinuki.core.runs import RunPaths
 from kirinuki.core.stats import (WILCOXON_ARE, bootstrap_ci, cohens_dz, holm, min_detectable_dz, n_for_effect, paired_t,
                     rank_biserial, wilcoxon_p)
 
-PER_IMAGE_NAME = "per_image.csv"
 # Per-image columns where a smaller value is better; every other metric is higher-better.
 LOWER_IS_BETTER = {"fp", "fn", "empty_fp"}
 MAX_LISTED = 20  # unpaired images named in the markdown report before "... and N more"
@@ -324,9 +324,9 @@ def load_per_image(source: str, candidate_path: Path) -> pd.DataFrame | None:
         raise CompareError("baseline: empty source")
     path = Path(source)
     if path.is_dir():
-        path = path / PER_IMAGE_NAME
+        path = RunPaths.in_folder(path).per_image
         if not path.is_file():
-            raise CompareError(f"{source}: folder has no {PER_IMAGE_NAME}")
+            raise CompareError(f"{source}: folder has no {path.name}")
     if path.is_file():
         return _read_csv_file(path)
 
@@ -363,7 +363,7 @@ def run_compare(candidate_csv: Path, baseline: str, params: CompareParams, json_
         raise CompareError(f"{candidate_csv}: no such candidate per-image table")
     floors = None
     if thresholds is not None:
-        summary = Path(summary) if summary is not None else candidate_csv.with_name("validate.json")
+        summary = Path(summary) if summary is not None else RunPaths.in_folder(candidate_csv.parent).validate_json
         try:
             floors = {"thresholds": str(thresholds), "summary": str(summary),
                       "checks": check_floors(read_summary(summary), load_thresholds(thresholds))}

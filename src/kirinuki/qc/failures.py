@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from kirinuki.core.config import FailuresParams
-from kirinuki.core.imageio import BadImage, read_jsonl, read_rgba_png, write_json, write_png
+from kirinuki.core.imageio import BadInput, read_jsonl, read_rgba_png, write_json, write_png
 from kirinuki.quality.score import GRADES, MESSAGES
 
 MIN_MAP = 5  # fewer cut-outs: no t-SNE map
@@ -115,6 +115,14 @@ def outliers(Z: np.ndarray, params: FailuresParams) -> tuple[np.ndarray, np.ndar
     return forest.predict(Z) == -1, -forest.score_samples(Z)
 
 
+def standardised(scores: list[dict]) -> tuple[list[dict], list[str], np.ndarray]:
+    """(the score records that have features, in (image, k) order; the feature names; their
+    standardised feature matrix)."""
+    rows = sorted((r for r in scores if isinstance(r.get("features"), dict)), key=lambda r: (str(r["image"]), r["k"]))
+    names, X = feature_matrix(rows)
+    return rows, names, standardise(X)
+
+
 def find_patterns(scores: list[dict], params: FailuresParams) -> dict:
     """Score records (scores.jsonl rows, with `features`) -> the run's failure patterns.
 
@@ -123,9 +131,7 @@ def find_patterns(scores: list[dict], params: FailuresParams) -> dict:
     reason_share, features (the 3 largest mean z-scores), mean_score, grades (A..E counts),
     examples (up to params.examples members nearest the medoid). Deterministic for fixed params.
     """
-    rows = sorted((r for r in scores if isinstance(r.get("features"), dict)), key=lambda r: (str(r["image"]), r["k"]))
-    names, X = feature_matrix(rows)
-    Z = standardise(X)
+    rows, names, Z = standardised(scores)
     fail = [i for i, r in enumerate(rows) if failing(r, params)]
     labels = cluster(Z[fail], params) if fail else np.zeros(0, int)
     groups = [[fail[j] for j in np.flatnonzero(labels == c)] for c in sorted(set(labels.tolist()) - {-1})]
@@ -273,16 +279,15 @@ def write_failures(extract_dir: Path, scores_path: Path, out_dir: Path, params: 
             try:
                 write_png(out_dir / rel, thumbnail(read_rgba_png(extract_dir / image / f"char_{k}.png")))
                 thumbs.append(rel)
-            except (BadImage, OSError):
+            except (BadInput, OSError):
                 thumbs.append(None)
         p["thumbs"] = thumbs
-    rows = sorted((r for r in scores if isinstance(r.get("features"), dict)), key=lambda r: (str(r["image"]), r["k"]))
+    rows, _, Z = standardised(scores)
     if len(rows) < MIN_MAP:
         (out_dir / "map.png").unlink(missing_ok=True)
         result["map"] = {"file": None, "reason": f"{len(rows)} cut-out(s): a t-SNE map needs at least {MIN_MAP}"}
     else:
-        _, X = feature_matrix(rows)
-        xy = embed(standardise(X), params)
+        xy = embed(Z, params)
         pattern_of = {m: p["id"] for p in result["patterns"] for m in p["members"]}
         odd = {o["member"] for o in result["outliers"]}
         ids = [member_id(r) for r in rows]

@@ -22,7 +22,7 @@ from kirinuki.quality.score import GRADES
 from kirinuki.dataset.reviews import latest, lora_ok_by_sha, read_reviews, review_summary
 from kirinuki.core.framing import KINDS
 from kirinuki.qc.boxes import box_rows, box_summary
-from kirinuki.core.imageio import BadImage, index_box_gt, index_gt, read_jsonl, read_label_png, write_json, write_text
+from kirinuki.core.imageio import BadInput, index_box_gt, index_gt, read_jsonl, read_label_png, write_json, write_text
 
 MAX_LABEL = 65535  # largest id a uint16 PNG label map can hold
 ORPHANS_NAMED = 5  # ground-truth files without an extracted image named one per line; the rest counted
@@ -59,12 +59,12 @@ def gt_instances(raw: np.ndarray, name: str = "ground truth") -> np.ndarray:
     whose only values are 0 and 255, the old binary format (one union instance, 0/1 uint8);
     an RGB(A) image of a few exact colours, one per instance on black (transparent is
     black), decoded to instances 1..n in colour order; an RGB image whose channels are
-    equal is read as single-channel. Refused with BadImage, one line naming `name` and why:
+    equal is read as single-channel. Refused with BadInput, one line naming `name` and why:
     floating-point values, a gradient or photo (too many values), anti-aliased or JPEG edges
     (a 0/255 mask with in-between values, or many values of a few pixels each).
     """
     def refuse(why: str):
-        raise BadImage(f"{name}: refused as ground truth: {why}")
+        raise BadInput(f"{name}: refused as ground truth: {why}")
 
     if raw.ndim == 3 and raw.shape[2] in (3, 4):
         rgb = raw[..., :3]
@@ -135,14 +135,14 @@ def _colour_instances(rgb: np.ndarray, refuse) -> np.ndarray:
 
 
 def read_gt(path: Path) -> np.ndarray:
-    """A ground-truth file as an HxW instance map (gt_instances); BadImage, one line naming the
+    """A ground-truth file as an HxW instance map (gt_instances); BadInput, one line naming the
     file, when it cannot be read or is refused."""
     path = Path(path)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        raise BadImage(f"{path}: refused as ground truth: JPEG is lossy, its edges are noise; save it as PNG")
+        raise BadInput(f"{path}: refused as ground truth: JPEG is lossy, its edges are noise; save it as PNG")
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise BadImage(f"{path}: not a readable ground-truth image")
+        raise BadInput(f"{path}: not a readable ground-truth image")
     if arr.ndim == 3 and arr.shape[2] in (3, 4):  # OpenCV reads BGR(A); colours in RGB order
         arr = arr[..., [2, 1, 0, 3][:arr.shape[2]]]
     return gt_instances(arr, str(path))
@@ -458,12 +458,12 @@ def _to_csv(path: Path, frame: pd.DataFrame) -> None:
 def read_pair(labels_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(HxW predicted label map, HxW GT instance map) of one page.
 
-    Raises BadImage, one line naming the files, when either is unreadable, the ground truth is
+    Raises BadInput, one line naming the files, when either is unreadable, the ground truth is
     refused (gt_instances), or they differ in size.
     """
     pred, gt = read_label_png(labels_path), read_gt(gt_path)
     if pred.shape != gt.shape:
-        raise BadImage(f"{labels_path} is {pred.shape[1]}x{pred.shape[0]} but {gt_path} is "
+        raise BadInput(f"{labels_path} is {pred.shape[1]}x{pred.shape[0]} but {gt_path} is "
                        f"{gt.shape[1]}x{gt.shape[0]}")
     return pred, gt
 
@@ -507,7 +507,7 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
             continue
         try:
             pred, gt = read_pair(labels_path, gt_path)
-        except BadImage as e:
+        except BadInput as e:
             print(f"error: {e}; skipped", file=sys.stderr)
             refused.append(stem)
             continue

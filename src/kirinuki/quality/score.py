@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import cv2
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from kirinuki.quality import boosting
 from kirinuki.core.config import ConfigError, ScoreModel, ScoreParams, load_score_model
 from kirinuki.quality.features import SIDES, features
-from kirinuki.core.imageio import BadImage, read_jsonl, read_label_png, read_rgba_png, write_jsonl
+from kirinuki.core.imageio import BadInput, read_jsonl, read_label_png, read_rgba_png, write_jsonl
 
 _SIDE_JA = {"left": "左", "top": "上", "right": "右", "bottom": "下"}
 MESSAGES = {  # reason -> (English, Japanese)
@@ -132,7 +132,7 @@ def cutout_features(extract_dir: Path, records: list[dict], params: ScoreParams,
             if rec["image"] not in labels:
                 labels = {rec["image"]: read_label_png(page_dir / "labels.png")}  # records come page by page
             rgba = read_rgba_png(page_dir / f"char_{rec['k']}.png")
-        except BadImage as e:
+        except BadInput as e:
             log(str(e))
             continue
         start = time.perf_counter()
@@ -179,10 +179,15 @@ def stale_extractors(model: ScoreModel, records: list[dict]) -> list[str]:
     return sorted({str(r.get("params_hash")) for r in records} - fitted) if fitted else []
 
 
-def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None, model: Optional[ScoreModel] = None,
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict]:
-    """Score every cut-out in `extract_dir/records.jsonl`; write the scores JSONL
-    (default `extract_dir/scores.jsonl`) and return its rows. Logs the cost per cut-out.
+class Scored(NamedTuple):
+    rows: list[dict]  # the scores JSONL's rows
+    unreadable: int  # cut-outs (records) that could not be read, each logged: not scored
+
+
+def run_score(extract_dir: Path, params: ScoreParams, out: Path, model: Optional[ScoreModel] = None,
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Scored:
+    """Score every cut-out in `extract_dir/records.jsonl`; write the scores JSONL `out` and return
+    its rows and how many records could not be read. Logs the cost per cut-out.
 
     model: the fitted composite; None reads `params.weights_path` (ConfigError if bad).
     """
@@ -207,5 +212,5 @@ def run_score(extract_dir: Path, params: ScoreParams, out: Optional[Path] = None
         ms = np.array(seconds) * 1000 + each * 1000
         log(f"scoring cost per cut-out: median {np.median(ms):.1f} ms, 95th percentile "
             f"{np.percentile(ms, 95):.1f} ms, max {ms.max():.1f} ms ({len(ms)} cut-outs)")
-    write_jsonl(Path(out) if out else extract_dir / "scores.jsonl", scored)
-    return scored
+    write_jsonl(out, scored)
+    return Scored(scored, len(records) - len(scored))

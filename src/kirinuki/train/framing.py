@@ -24,7 +24,7 @@ import numpy as np
 from kirinuki.core.cards import card_path, sha256_file
 from kirinuki.core.framing import BY_EXTENT, INPUT, KINDS, framing_input
 from kirinuki.core.config import ExtractParams
-from kirinuki.core.imageio import BadImage, atomic_path, index_box_gt, read_image, read_json, read_rgba_png, write_json
+from kirinuki.core.imageio import BadInput, atomic_path, index_box_gt, read_image, read_json, read_rgba_png, write_json
 from kirinuki.train.data import load_backgrounds, screentone
 
 LANDMARKS = ("chin", "armpit", "waist", "crotch", "ankle")
@@ -57,7 +57,7 @@ def read_landmarks(table: Path, sprite_root: Path, log: Callable[[str], None]) -
                 continue
             try:
                 rgba = read_rgba_png(path)
-            except BadImage as e:
+            except BadInput as e:
                 log(f"{e}; skipped")
                 continue
             ys, xs = np.nonzero(rgba[..., 3] > 16)
@@ -166,7 +166,7 @@ def figure_samples(pages: Path, gt: Path, manifest: Path, log: Callable[[str], N
                        for fig in read_json(truth[page]).get("figures", []) if fig.get("kind") in KINDS]
             if any(len(box) != 4 for _, box in figures):
                 raise ValueError(f"{truth[page]}: a box is not [x0, y0, x1, y1]")
-        except (BadImage, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (BadInput, KeyError, TypeError, ValueError, AttributeError) as e:
             log(f"{page}: unusable ({e}); skipped")
             continue
         for kind, (x0, y0, x1, y1) in figures:
@@ -202,12 +202,13 @@ def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def train_framing(landmarks: Path, sprite_root: Path, background_dirs: list[Path], out: Path,
-                  pages: Optional[Path] = None, gt: Optional[Path] = None, manifest: Optional[Path] = None,
-                  steps: int = 3000, samples: int = 40000, figure_repeat: int = 3, batch: int = 64, seed: int = 0,
-                  threads: int = 0, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
+def train_framing(landmarks: Path, sprite_root: Path, background_dirs: list[Path], out: Path, *,
+                  pages: Optional[Path], gt: Optional[Path], manifest: Optional[Path], steps: int, samples: int,
+                  seed: int, threads: int, figure_repeat: int = 3, batch: int = 64,
+                  log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
     """Train on `samples` sprite crops (and, with pages/gt/manifest, the training pages' figures, each
-    `figure_repeat` times); kinds balanced by sampling. Writes the ONNX to `out`, its card beside it."""
+    `figure_repeat` times); kinds balanced by sampling. Writes the ONNX to `out`, its card beside it
+    (the options' defaults are `kirinuki train-framing`'s)."""
     try:
         import torch
     except ImportError:

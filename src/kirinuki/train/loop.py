@@ -18,11 +18,11 @@ from kirinuki.train.data import CENTRES, GRID, INPUT, load_backgrounds, load_spr
 from kirinuki.train.net import build_net, export_onnx
 
 
-def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, steps: int = 3000,
-                   samples: int = 6000, batch: int = 16, seed: int = 0, manga_share: float = 0.3,
-                   centre: str = "mass", drawn_share: float = 0.0, threads: int = 0,
+def train_splitter(sprite_dirs: list[Path], background_dirs: list[Path], out: Path, *, steps: int, samples: int,
+                   seed: int, centre: str, drawn_share: float, threads: int, batch: int = 16, manga_share: float = 0.3,
                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
-    """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it."""
+    """Train on `samples` composites for `steps` batches; write the ONNX to `out` and its card beside it
+    (the options' defaults are `kirinuki train-splitter`'s)."""
     try:
         import torch
     except ImportError:
