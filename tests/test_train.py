@@ -71,7 +71,7 @@ def test_train_splitter_command_writes_a_working_model(tmp_path):
     assert r.exit_code == 0, r.output
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["sprites"] == 3 and card["steps"] == 2 and card["centre"] == "head" and len(card["sha256"]) == 64
-    splitter = Splitter(out, threads=1)
+    splitter = Splitter(out, threads=1, name="splitter")
     rgb = np.random.default_rng(0).integers(0, 255, (100, 70, 3), np.uint8)
     heat, off, fg = splitter(rgb)
     assert heat.shape == fg.shape == (128, 128) and off.shape == (2, 128, 128)
