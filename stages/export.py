@@ -12,5 +12,6 @@ tagger = None
 if p.export.tagger.model:
     from kirinuki.dataset.tagger import Tagger
     tagger = Tagger(p.export.tagger)
-print(run_export([Source("sample", DVC_RUN.extract, DVC_RUN.scores, p.export.reviews)], p.export.output, p.export,
-                 p.score.train_resolution, tagger=tagger))
+s = run_export([Source("sample", DVC_RUN.extract, DVC_RUN.scores, p.export.reviews)], p.export.output, p.export,
+               p.score.train_resolution, tagger=tagger)
+print(f"{s['items']} image(s) -> {p.export.output} ({', '.join(s['layouts'])}; {s['resolution']} px buckets)")

@@ -147,6 +147,11 @@ def test_missing_metric_column():
         paired_compare(table(BASE, metric="union_iou"), table(BASE), PARAMS)
 
 
+def test_a_table_without_pages_says_so():
+    with pytest.raises(CompareError, match="candidate: no pages"):
+        paired_compare(table(BASE), table(BASE).iloc[0:0], PARAMS)
+
+
 def test_params_reject_a_repeated_metric_and_power_below_alpha():
     with pytest.raises(ValueError, match="listed twice"):
         CompareParams(metrics=["instance_iou", "instance_iou"])

@@ -91,9 +91,9 @@ def test_record_result_counts_lines_and_says_when_nothing_matched(index: Path, t
     res = record_usage(index, "a", _log(tmp_path, "a.log", f"noise\n\n/x/{NAMES[4]}.jpeg ok {NAMES[4]}\n"))
     assert res == {"run": "a", "parent": None, "sightings": 2, "items_seen": 1, "lines": 2,
                    "unmatched_lines": 1, "warning": None}
-    res = record_usage(index, "z", _log(tmp_path, "z.log", "loss 0.1\nother_dataset_img.png\n"))
-    assert res["sightings"] == 0 and res["unmatched_lines"] == 2 and "no line names an item" in res["warning"]
-    assert "z" in [r["name"] for r in usage_stats(index)["runs"]]  # recorded all the same
+    with pytest.raises(UsageError, match="no line names an image of this dataset"):
+        record_usage(index, "z", _log(tmp_path, "z.log", "loss 0.1\nother_dataset_img.png\n"))
+    assert "z" not in [r["name"] for r in usage_stats(index)["runs"]]  # the name stays free for the right log
 
 
 def test_min_usage_sample_puts_never_seen_first_and_is_seeded(index: Path, tmp_path: Path):

@@ -3,6 +3,7 @@ or the work could not be done; 2 a usage or configuration error; 3 stopped by th
 limit. And a params file given by absolute path works from any directory."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -55,10 +56,10 @@ def test_extract_exit_codes(tmp_path, params, tiny_model):
     assert r.exit_code == USAGE and "no such file or folder" in r.output
     no_pages = tmp_path / "no_pages"  # a wrong folder: said, and nothing written
     no_pages.mkdir()
-    (no_pages / "notes.txt").write_text("x")
+    (no_pages / "layers.psd").write_bytes(b"8BPS")
     r = invoke("extract", no_pages, "-o", tmp_path / "out3", "-p", params, "--no-progress")
     assert r.exit_code == USAGE and f"error: {no_pages}: no images in this folder" in r.output, r.output
-    assert "notes.txt" in r.output and not (tmp_path / "out3").exists()
+    assert "layers.psd" in r.output and not (tmp_path / "out3").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("extract:\n  treshold: 0.5\n")
     r = invoke("extract", pages, "-o", tmp_path / "out3", "-p", bad)
@@ -149,11 +150,25 @@ def test_track_exit_codes(tmp_path, params):
 
     r = invoke("track", "QCC 101", "--input", work)
     assert r.exit_code == USAGE
+    other = make_work(tmp_path / "root", n_pages=1, author="mori")  # one ID is one row and one dashboard
+    r = invoke("track", "QCC-101", "--input", other, "-p", params, "--no-notify", env={})
+    assert r.exit_code == USAGE and "already another author's tracker" in r.output, r.output
+    r = invoke("track", "QCC-102", "--input", work, "--baseline", tmp_path / "nope.csv", "-p", params, env={})
+    assert r.exit_code == USAGE and "nope.csv: no such file or folder" in r.output, r.output
+    assert not (tmp_path / "root" / "aoki" / "tracker-workspace" / "QCC-102").exists()
+    state = work.parents[1] / "tracker-workspace" / "QCC-101" / "track.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "status": "running", "pid": 2 ** 22 + 1}))
+    r = invoke("track-log", "QCC-101", "--root", tmp_path / "root", "--follow")  # killed: said, not "done"
+    assert r.exit_code == FAILED and "interrupted before it finished" in r.output, r.output
     r = invoke("track-log", "QCC-999", "--root", tmp_path / "root")
     assert r.exit_code == USAGE and "no <author>/tracker-workspace/QCC-999" in r.output
 
 
 def test_ticket_serve_report_exit_codes(tmp_path):
+    r = invoke("ticket", "QCC-102", "--status", "完了", "--root", tmp_path / "typo", env={})
+    assert r.exit_code == USAGE and "no such folder" in r.output and not (tmp_path / "typo").exists()
+    r = invoke("serve", "--root", tmp_path, "--port", 99999, env={})
+    assert r.exit_code == USAGE and "65535" in r.output and "Traceback" not in r.output, r.output
     r = invoke("ticket", "QCC-102", "--status", "完了", "--root", tmp_path, env={"KIRINUKI_GOOGLE_CREDENTIALS": ""})
     assert r.exit_code == FAILED and "kept in" in r.output  # not sent: waits in the outbox
     r = invoke("ticket", "QCC-102", "--priority", "urgent", "--root", tmp_path)

@@ -182,6 +182,15 @@ def test_cli_export_check_and_tamper(workspace, tmp_path, monkeypatch):
     assert r.exit_code == 1 and txt.name in r.output
     r = runner.invoke(app, ["export", str(tmp_path / "nowhere"), "-o", "ds2"])
     assert r.exit_code == 2 and "no scores.jsonl" in r.output
+    r = runner.invoke(app, ["export", "--check", "nowhere"])
+    assert r.exit_code == 2 and "nowhere: no such folder" in r.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")  # not a dataset: refused before any work
+    r = runner.invoke(app, ["export", str(workspace), "-o", "mine"])
+    assert r.exit_code == 2 and "not a kirinuki dataset" in r.output and (tmp_path / "mine" / "notes.txt").exists()
+    (tmp_path / "strict.yaml").write_text("export:\n  select: approved\n")  # no reviews beside a bare extract folder
+    r = runner.invoke(app, ["export", str(workspace / "extract"), "-o", "empty", "-p", "strict.yaml"])
+    assert r.exit_code == 1 and "the dataset is empty" in r.output, r.output
 
 
 def test_export_with_the_tagger(workspace, tmp_path):

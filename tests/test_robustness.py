@@ -213,9 +213,9 @@ def make_symlinked_folder(d):
     return "linked_folder"
 
 
-def make_text_file(d):
-    (d / "readme.txt").write_text("pages for ep. 1")
-    return "readme.txt"
+def make_other_file(d):
+    (d / "layers.psd").write_bytes(b"8BPS")
+    return "layers.psd"
 
 
 def make_hidden_file(d):
@@ -257,7 +257,7 @@ CASES = {  # name -> (make, expected, what the line says)
     "symlink": (make_symlink, OK, None),
     "broken symlink": (make_broken_symlink, LISTED, "broken symlink"),
     "symlinked folder": (make_symlinked_folder, LISTED, "symlink to a folder"),
-    "not an image suffix": (make_text_file, LISTED, "not an image suffix"),
+    "not an image suffix": (make_other_file, LISTED, "not an image suffix"),
     "hidden file": (make_hidden_file, LISTED, "hidden file"),
 }
 
@@ -598,3 +598,24 @@ def test_a_client_that_goes_away_is_one_line(served, capfd):
     assert 2 <= len(lines) <= 6 and any("went away" in line for line in lines), lines
     assert all(line.startswith("127.0.0.1 ") for line in lines)
     assert any('"GARBAGE" 400' in line for line in lines)
+
+
+def test_what_kirinuki_wrote_and_what_goes_with_pages_are_no_input(tmp_path, extract_params):
+    """An output folder inside the input (extract -o IN/out, a tracker workspace under ROOT) is not
+    read back as pages on the next run; captions, tables and box ground truth beside the pages are
+    passed over without a line."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(two_figures()).save(d / "p1.png")
+    (d / "p1.txt").write_text("1girl")
+    (d / "p1_gt.json").write_text('{"figures": []}')
+    (d / "scenes.csv").write_text("page,source\n")
+    ws = d / "aoki" / "tracker-workspace" / "QCC-011"
+    (ws / "dashboard").mkdir(parents=True)
+    (ws / "track.json").write_text("{}")
+    Image.fromarray(two_figures()).save(ws / "dashboard" / "thumb.png")
+    lines: list[str] = []
+    first = run_extract(d, d / "out", extract_params, progress=False, log=lines.append)
+    again = run_extract(d, d / "out", extract_params, progress=False, log=lines.append)
+    assert (first.pages, first.skipped, again.pages, again.skipped) == (1, 0, 1, 1), lines
+    assert not first.errors and not again.errors and lines == [], lines

@@ -438,6 +438,8 @@ def track(tracker_id: str = typer.Argument(..., help="tracker ID, e.g. QCC-011")
     cfg = _params(params)
     try:
         ws = workspace_for_input(work, tracker_id)
+        if baseline and not Path(baseline).exists():  # found now, not after the whole run
+            raise ValueError(f"--baseline {baseline}: no such file or folder")
         check_ticket(Ticket(tracker_id, "", priority=priority, depends_on=tuple(needs or ())), cfg.publish.sheets)
         check_scorer(cfg.score)  # before extraction, not after it
     except (WorkspaceError, ValueError, ConfigError) as e:
@@ -470,9 +472,11 @@ def track_log(tracker_id: str = typer.Argument(..., help="tracker ID"), root: Pa
     """Print a tracker run's log (track.log); --follow waits for the run to finish."""
     from kirinuki.publish.track import follow_log
     try:
-        follow_log(_workspace(tracker_id, root), follow, lambda s: typer.echo(s, nl=False))
+        status = follow_log(_workspace(tracker_id, root), follow, lambda s: typer.echo(s, nl=False))
     except FileNotFoundError as e:
         _fail(str(e), code=USAGE)
+    if status == "interrupted":  # it will never finish by itself
+        _fail(f"{tracker_id}: the run was interrupted before it finished; the same `kirinuki track` resumes it")
 
 
 @app.command()
@@ -487,6 +491,8 @@ def ticket(tracker_id: str = typer.Argument(..., help="tracker ID"),
     from kirinuki.publish.tickets import publish_tickets, ticket_update
     from kirinuki.publish.workspace import OUTBOX_NAME
     cfg = _params(params).publish.sheets
+    if not root.is_dir():  # a mistyped root would get an outbox of its own
+        _fail(f"--root {root}: no such folder", code=USAGE)
     try:
         t = ticket_update(tracker_id, cfg, status=status, priority=priority, summary=summary, details=details,
                           depends_on=tuple(needs) if needs else None)
@@ -501,7 +507,7 @@ def ticket(tracker_id: str = typer.Argument(..., help="tracker ID"),
 @app.command()
 def serve(root: Path = RootOpt,
           host: str = typer.Option(SERVE_HOST, help="address to bind, e.g. your VPN interface's"),
-          port: int = typer.Option(SERVE_PORT, help="TCP port"),
+          port: int = typer.Option(SERVE_PORT, min=0, max=65535, help="TCP port"),
           allow_weak_password: bool = typer.Option(False, "--allow-weak-password",
                                                    help="serve even with a password shorter than 12 characters "
                                                         "or among the most common ones"),
@@ -536,10 +542,13 @@ def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or s
            params: Optional[Path] = ParamsOpt):
     """Approved or lora_ok cut-outs -> a LoRA training set (kohya-ss, ai-toolkit, Hugging Face
     imagefolder; params `export`), with a manifest; `--check DATASET` verifies one. Exit 1: problems."""
-    from kirinuki.dataset.export import ExportError, check as check_dataset, find_source, load_tag_dictionary, run_export
+    from kirinuki.dataset.export import (MANIFEST, ExportError, check as check_dataset, find_source, load_tag_dictionary,
+                                         run_export)
     if check:
         if len(paths) != 1 or out:
             _fail("--check takes one dataset folder and no --out", code=USAGE)
+        if not paths[0].is_dir():
+            _fail(f"{paths[0]}: no such folder", code=USAGE)
         problems = check_dataset(paths[0])
         for line in problems:
             typer.echo(f"problem: {line}", err=True)
@@ -548,6 +557,8 @@ def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or s
     if out is None:
         _fail("give the dataset folder to write with --out/-o", code=USAGE)
     out = _out_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():  # replaced whole: never a user's folder
+        _fail(f"{out}: exists and is not a kirinuki dataset (no {MANIFEST}); choose another folder", code=USAGE)
     p = _params(params)
     tagger = None
     try:
@@ -567,6 +578,8 @@ def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or s
     typer.echo(f"{summary['items']} image(s) -> {out} ({', '.join(summary['layouts'])}; {summary['resolution']} px buckets); "
                f"left out: {left['excluded']} excluded, {left['not_selected']} not approved or lora_ok, "
                f"{left['duplicates']} near-duplicate(s), {left['missing']} missing")
+    if not summary["items"]:
+        _fail(f"{out}: no cut-out was approved or lora_ok, so the dataset is empty")
 
 
 dataset_app = typer.Typer(no_args_is_help=True, help="An exported dataset: training usage, balanced sampling, statistics.")
@@ -593,10 +606,8 @@ def dataset_usage(dataset: Path = typer.Argument(..., help="an exported dataset 
         _fail(str(e), code=USAGE)
     typer.echo(f"run {r['run']}: {r['sightings']} sighting(s) of {r['items_seen']} image(s) in {r['lines']} line(s)"
                + (f", resumed from {r['parent']}" if r["parent"] else ""))
-    if r["warning"] and r["sightings"]:  # with none, the line below says it
+    if r["warning"]:
         typer.echo(f"warning: {r['warning']}", err=True)
-    if not r["sightings"]:
-        _fail(f"{log}: names no image of {dataset}; recorded with no sightings")
 
 
 @dataset_app.command("sample")

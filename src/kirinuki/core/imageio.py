@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic", ".heif"}
+PAGE_COMPANIONS = {".txt", ".csv", ".json", ".md"}  # captions, tables, notes beside pages: not listed as left out
+OUTPUT_MARKS = ("records.jsonl", "page.json", "track.json")  # a folder kirinuki wrote: extract output, a page of it, a tracker workspace
 GT_SUFFIX = "_gt"
 TEMP_NAME = re.compile(r"^\..*\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?$")  # atomic_path's temporary files
 
@@ -207,8 +209,10 @@ def scan_images(root: Path) -> tuple[list[Path], list[str]]:
     """(image files under `root`, sorted; one line per other file left out, naming it and why).
 
     `root` is a file (taken as it is) or a folder, searched recursively; ground truth
-    (`<stem>_gt.*`) is no input and is not listed. Everything else that is not taken is:
-    other suffixes, hidden files and folders, broken symlinks, symlinks to folders.
+    (`<stem>_gt.*`) and the text files that go with pages (captions, tables) are no input and
+    are not listed, nor is what kirinuki wrote (a folder holding OUTPUT_MARKS: an extract output
+    or a tracker workspace, whose cut-outs would become pages). Everything else that is not
+    taken is: other suffixes, hidden files and folders, broken symlinks, symlinks to folders.
     """
     root = Path(root)
     if root.is_file():
@@ -216,25 +220,34 @@ def scan_images(root: Path) -> tuple[list[Path], list[str]]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
     images, skipped = [], []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel[:-1]):
-            continue  # inside a hidden folder: the folder itself is listed once
-        if p.name.startswith("."):
-            skipped.append(f"{p}: skipped, hidden {'folder' if p.is_dir() else 'file'}")
-        elif p.is_dir():
-            if p.is_symlink():  # not followed: a link can loop, or lead anywhere
+    for folder, dirs, files in os.walk(root):
+        folder = Path(folder)
+        keep = []
+        for d in sorted(dirs):
+            p = folder / d
+            if d.startswith("."):
+                skipped.append(f"{p}: skipped, hidden folder")
+            elif p.is_symlink():  # not followed: a link can loop, or lead anywhere
                 skipped.append(f"{p}: skipped, a symlink to a folder (not followed; give that folder itself)")
-        elif not p.exists():
-            skipped.append(f"{p}: skipped, broken symlink")
-        elif not p.is_file():
-            skipped.append(f"{p}: skipped, not a regular file")
-        elif p.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append(f"{p}: skipped, {repr(p.suffix) if p.suffix else 'no suffix'} is not an image "
-                           f"suffix ({' '.join(sorted(IMAGE_SUFFIXES))})")
-        elif not is_gt_file(p):
-            images.append(p)
-    return images, skipped
+            elif not any((p / mark).is_file() for mark in OUTPUT_MARKS):
+                keep.append(d)
+        dirs[:] = keep
+        for name in files:
+            p = folder / name
+            if name.startswith("."):
+                skipped.append(f"{p}: skipped, hidden file")
+            elif is_gt_file(p) or p.suffix.lower() in PAGE_COMPANIONS:
+                continue
+            elif not p.exists():
+                skipped.append(f"{p}: skipped, broken symlink")
+            elif not p.is_file():
+                skipped.append(f"{p}: skipped, not a regular file")
+            elif p.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(f"{p}: skipped, {repr(p.suffix) if p.suffix else 'no suffix'} is not an image "
+                               f"suffix ({' '.join(sorted(IMAGE_SUFFIXES))})")
+            else:
+                images.append(p)
+    return sorted(images), sorted(skipped)
 
 
 def remove_stale_temps(folder: Path, prefix: str = ".", recursive: bool = False) -> list[Path]:

@@ -179,16 +179,16 @@ def record_usage(path: Path, run: str, log: Path, parent: Optional[str] = None) 
         same_log = [r for (r,) in con.execute("SELECT name FROM runs WHERE log_sha256 = ?", (log_sha,))]
         by_name = dict(con.execute("SELECT name, cutout_sha256 FROM items"))
         counts, lines, unmatched = _sightings(text, sorted(by_name))
+        if not counts:  # a wrong log would take the run's name for good
+            raise UsageError(f"{log}: no line names an image of this dataset (wrong log, or another dataset?); "
+                             "nothing recorded")
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?)",
                     (run, parent, datetime.now(timezone.utc).isoformat(timespec="seconds"), log_sha))
         con.executemany("INSERT INTO usage VALUES (?, ?, ?)", [(run, by_name[n], k) for n, k in counts.items()])
-    warnings = []
-    if not counts:
-        warnings.append(f"{log}: no line names an item of this dataset (wrong log, or another dataset?)")
-    if same_log:
-        warnings.append(f"{log}: the same log was already recorded as run {same_log[0]!r} (counted twice now)")
     return {"run": run, "parent": parent, "sightings": sum(counts.values()), "items_seen": len(counts),
-            "lines": lines, "unmatched_lines": unmatched, "warning": " ".join(warnings) or None}
+            "lines": lines, "unmatched_lines": unmatched,
+            "warning": f"{log}: the same log was already recorded as run {same_log[0]!r} (counted twice now)"
+            if same_log else None}
 
 
 def _times(con: sqlite3.Connection, path: Path, run: Optional[str]) -> dict[str, int]:

@@ -84,8 +84,8 @@ def credentials_from_env(env: Mapping[str, str] = os.environ, allow_weak: bool =
         raise ServeError(f"set {USER_ENV} and {PASSWORD_ENV}: the dashboards are never served without a login")
     why = weak_password(user, password)
     if why and not allow_weak:
-        raise ServeError(f"{PASSWORD_ENV} is too weak ({why}); choose a longer one (at least {MIN_PASSWORD} "
-                         "characters, e.g. four random words), or pass --allow-weak-password to serve anyway")
+        raise ServeError(f"{PASSWORD_ENV} is too weak ({why}); choose another (at least {MIN_PASSWORD} "
+                         "characters, not a common one, e.g. four random words), or pass --allow-weak-password to serve anyway")
     return user.encode(), password.encode()
 
 

@@ -38,7 +38,7 @@ from kirinuki.extract.run import ExtractSummary
 from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard, write_index
 from kirinuki.publish.notify import best_cutouts, notify
 from kirinuki.publish.tickets import Ticket, details_text, now_text, publish_tickets
-from kirinuki.publish.workspace import Workspace, pid_alive, process_start
+from kirinuki.publish.workspace import Workspace, live_state, pid_alive, process_start
 from kirinuki.qc.compare import CompareError
 from kirinuki.qc.validate import ValidateError
 from kirinuki.quality.score import GRADES, ScoreError
@@ -393,8 +393,9 @@ def make_log(ws: Workspace, detached: bool) -> Log:
     return log
 
 
-def follow_log(ws: Workspace, follow: bool, write: Callable[[str], None], poll_s: float = 0.5) -> None:
-    """Print track.log; with follow, keep printing until the run's pid file is gone."""
+def follow_log(ws: Workspace, follow: bool, write: Callable[[str], None], poll_s: float = 0.5) -> Optional[str]:
+    """Print track.log; with follow, keep printing until the run's pid file is gone. Returns the
+    run's status then (`interrupted`: it died before it finished)."""
     if not ws.log.is_file():
         raise FileNotFoundError(f"{ws.log}: no log yet")
     with open(ws.log, encoding="utf-8") as f:
@@ -404,5 +405,5 @@ def follow_log(ws: Workspace, follow: bool, write: Callable[[str], None], poll_s
             if chunk:
                 write(chunk)
             if not follow or not running:
-                return
+                return live_state(read_json(ws.state) or {}).get("status")
             time.sleep(poll_s)

@@ -60,10 +60,14 @@ def workspace_for_input(work: Path, tracker_id: str) -> Workspace:
     """Workspace of a run over `work` = <root>/<author>/org/<work>."""
     work = Path(os.path.abspath(work))  # not resolve(): a symlinked work folder keeps its place
     if not work.is_dir():
-        raise WorkspaceError(f"{work}: no such folder")
+        raise WorkspaceError(f"{work}: {'not a folder' if work.exists() else 'no such folder'} (a work folder <root>/<author>/org/<work>)")
     if work.parent.name != "org":
         raise WorkspaceError(f"{work}: expected a work folder <root>/<author>/org/<work>")
-    return Workspace(work.parents[2], work.parents[1].name, check_tracker_id(tracker_id))
+    root, author = work.parents[2], work.parents[1].name
+    for other in sorted(root.glob(f"*/{WORKSPACES}/{check_tracker_id(tracker_id)}")):
+        if other.parent.parent.name != author:  # one ID is one ticket row and one dashboard
+            raise WorkspaceError(f"{tracker_id} is already another author's tracker ({other}); choose another ID")
+    return Workspace(root, author, tracker_id)
 
 
 def find_workspaces(root: Path) -> dict[str, Workspace]:

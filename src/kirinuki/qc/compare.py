@@ -44,6 +44,9 @@ def _metric_by_image(table: pd.DataFrame, metric: str, side: str) -> pd.Series:
         raise CompareError(f"{side}: no column '{metric}' (has: {', '.join(map(str, table.columns))})")
     if table["image"].duplicated().any():
         raise CompareError(f"{side}: image names are not unique")
+    if table.empty:
+        raise CompareError(f"{side}: no pages (validate found no mask ground truth; box ground truth is "
+                           "compared by its own figures, not here)")
     values = table[metric]
     if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
         raise CompareError(f"{side}: column '{metric}' is not numeric")

@@ -390,7 +390,8 @@ def box_grade_summary(cutouts: list[dict], scores: dict[tuple[str, int], dict]) 
     low = np.array([s["grade"] in ("D", "E") for _, s in rows])
     merged = np.array([c["holds"] >= 2 for c, _ in rows])
     none = np.array([c["false"] for c, _ in rows])
-    rho = spearmanr(score, iou).statistic
+    constant = len(rows) < 3 or len(set(score.tolist())) < 2 or len(set(iou.tolist())) < 2
+    rho = np.nan if constant else spearmanr(score, iou).statistic  # undefined; scipy would warn on stderr
     return {"n": len(rows), "clean": int(clean.sum()),
             "score_box_spearman": None if np.isnan(rho) else round(float(rho), 4),
             "score_auroc_clean": auroc(score, clean), "lora_ok_count": int(ok.sum()),
@@ -524,10 +525,10 @@ def run_validate(extract_dir: Path, gt_dir: Path, scores_path: Path | None, para
     orphans = sorted((set(gt_index) | set(box_index)) - extracted)
     for stem in orphans[:ORPHANS_NAMED]:
         print(f"warning: {gt_index.get(stem) or box_index[stem]}: ground truth without an extracted image "
-              f"({extract_dir}/{stem}/labels.png); counted as missing", file=sys.stderr)
+              f"({extract_dir}/{stem}/labels.png); not measured, counted in gt_without_image", file=sys.stderr)
     if len(orphans) > ORPHANS_NAMED:  # a partial run: the first few named, not hundreds of lines
         print(f"warning: {len(orphans) - ORPHANS_NAMED} more ground-truth files without an extracted image "
-              f"under {extract_dir}; counted as missing", file=sys.stderr)
+              f"under {extract_dir}; not measured, counted in gt_without_image", file=sys.stderr)
     boxes, box_cutouts = box_rows(extract_dir, box_index, gt_dir, params.iou_match, params.clean_iou,
                      lambda m: print(m, file=sys.stderr))
     refused += sorted(set(box_index) & extracted - {r["image"] for r in boxes})
