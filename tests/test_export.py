@@ -231,6 +231,8 @@ def test_cli_usage_then_sample_puts_never_seen_images_first(workspace, tmp_path,
     stale.write_bytes(b"x")
     assert runner.invoke(app, ["dataset", "sample", "ds", "-o", "next.txt", "--kohya", "k"]).exit_code == 0
     assert not stale.parent.exists() and len(list((tmp_path / "k").glob("*/*.png"))) == 3
+    next((tmp_path / "k").glob("*/*.txt")).write_text("my own caption\n")  # edited there: the dataset stays whole
+    assert runner.invoke(app, ["export", "--check", "ds"]).exit_code == 0
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")  # none of ours: refused, kept
     r = runner.invoke(app, ["dataset", "sample", "ds", "-o", "next.txt", "--kohya", "mine"])

@@ -353,9 +353,10 @@ def run_export(sources: list[Source], out: Path, params: ExportParams, train_res
 
 
 def write_kohya_sample(base: Path, repeats: dict[int, list[str]], trigger: str, class_word: str, out: Path) -> None:
-    """kohya folders `<repeats>_<trigger> <class>/` of sampled images (hard links, else copies, of
-    their image and caption in `base`), replacing `out` whole: an image whose repeats changed since
-    the last sample sits in one folder only, and an interrupted copy is never left behind."""
+    """kohya folders `<repeats>_<trigger> <class>/` of sampled images (copies of their image and
+    caption in `base`, not links: a caption edited there must not alter the exported set), replacing
+    `out` whole: an image whose repeats changed since the last sample sits in one folder only, and
+    an interrupted copy is never left behind."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(out.parent.stat().st_mode & 0o777)
@@ -364,7 +365,9 @@ def write_kohya_sample(base: Path, repeats: dict[int, list[str]], trigger: str, 
             for name in names:
                 for ext in (".png", ".txt"):
                     if (base / (name + ext)).is_file():
-                        link_or_copy(base / (name + ext), tmp / kohya_folder(n, trigger, class_word) / (name + ext))
+                        dst = tmp / kohya_folder(n, trigger, class_word) / (name + ext)
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(base / (name + ext), dst)
         write_text(tmp / SAMPLE_MARK, f"{base.absolute()}\n")
         _swap(tmp, out, SAMPLE_MARK)
     except BaseException:
