@@ -216,3 +216,24 @@ def test_an_unreadable_cutout_makes_the_run_exit_1(tmp_path, tiny_model, monkeyp
     state = json.loads(ws.state.read_text())
     assert state["status"] == "done" and state["unscored"] == 1, state
     assert any("char_1.png" in line for line in lines) and "1 cut-out(s) could not be read and have no score" in lines
+
+
+def test_box_ground_truth_is_measured_by_figures_on_the_dashboard(tmp_path, tiny_model):
+    """Real pages carry `<stem>_gt.json` boxes: the tracker run reports figure recall and clean
+    figures (ticket details, dashboard), and does not compare (that needs masks)."""
+    work = make_work(tmp_path / "root", n_pages=2, gt=False)
+    for page in sorted(work.glob("*.png")):
+        labels = (np.asarray(Image.open(page).convert("L")) < 128)
+        ys, xs = np.nonzero(labels)
+        (work / f"{page.stem}_gt.json").write_text(json.dumps(  # one box round both dark figures: merged or split
+            {"figures": [{"box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]}]}))
+    ws = workspace_for_input(work, "QCC-021")
+    lines = []
+    assert run_track(ws, work, tracker_params(tiny_model), TrackOptions(notify=False), lines.append, env={}) == 0
+    state = json.loads(ws.state.read_text())
+    b = state["metrics"]["boxes"]
+    assert b["n_pages"] == 2 and b["n_figures"] == 2 and state["verdict"] is None, state
+    assert any(line.startswith("validate (boxes): figure recall") for line in lines), lines
+    html = (ws.dashboard / "index.html").read_text()
+    assert 'id="box-metrics"' in html and "No ground truth" not in html and "instance mIoU" not in html
+    assert "figure recall" in read_jsonl(ws.outbox)[-1]["details"]

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from kirinuki import pipeline
 from kirinuki.core.runs import SCORES_NAME, RunPaths
 from kirinuki.core.config import ConfigError, Params
-from kirinuki.core.imageio import (find_images, index_gt, read_json, read_jsonl, remove_stale_temps, write_json,
-                                   write_text)
+from kirinuki.core.imageio import (find_images, index_box_gt, index_gt, read_json, read_jsonl, remove_stale_temps,
+                                   write_json, write_text)
 from kirinuki.core.secrets import redact, redact_obj
 from kirinuki.extract.run import ExtractSummary
 from kirinuki.publish.dashboard import pages_without_cutouts, write_dashboard, write_index
@@ -218,14 +218,27 @@ def status_label(status: str, params: Params) -> str:
 
 def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baseline: Optional[str],
                           params: Params, log: Log) -> tuple[Optional[dict], Optional[dict], Optional[str]]:
-    """validate.json and compare.json of this run (None without GT), and the baseline used."""
+    """validate.json and compare.json of this run (None without GT), and the baseline used.
+    Box ground truth alone (`<stem>_gt.json`, real pages) is measured by figures, not compared:
+    the paired statistics are per-page IoU, which needs masks."""
     run = run_paths(ws)
     for stale in (run.validate_json, run.per_cutout, run.compare_json, run.compare_md):  # never show an old run's
         stale.unlink(missing_ok=True)
-    gt = index_gt(work)
-    if not gt.keys() & {p.stem for p in images}:
-        log("no ground truth (<stem>_gt.png) in the work: no IoU, no compare")
+    stems = {p.stem for p in images}
+    masks, boxes = index_gt(work).keys() & stems, index_box_gt(work).keys() & stems
+    if not masks and not boxes:
+        log("no ground truth (<stem>_gt.png or _gt.json) in the work: no IoU, no compare")
         return None, None, None
+    if not masks:
+        try:
+            metrics = pipeline.validate(run, work, params)
+        except ValidateError as e:
+            log(f"validate: {e}")
+            return None, None, None
+        b = metrics["boxes"]
+        log(f"validate (boxes): figure recall {b['figure_recall']}, precision {b['figure_precision']}, "
+            f"clean {b['clean_rate']}; no compare (needs masks)")
+        return metrics, None, None
     previous = RunPaths.in_folder(run.metrics / "previous").per_image
     if run.per_image.is_file():  # the last finished run becomes the baseline of this one
         previous.parent.mkdir(parents=True, exist_ok=True)
@@ -360,8 +373,11 @@ def notify_text(state: dict) -> str:
         return details_text(state)
     lines = [f"{state['author']} / {state['work']}: {state['pages']} pages, {state['characters']} cut-outs",
              " · ".join(f"{g} {n}" for g, n in state["grades"].items()) + f" · LoRA OK {state['lora_ok']}"]
-    if state.get("metrics"):
-        lines.append(f"instance mIoU {state['metrics']['instance_miou']}")
+    v = state.get("metrics") or {}
+    if v.get("n_images"):
+        lines.append(f"instance mIoU {v['instance_miou']}")
+    if v.get("boxes"):
+        lines.append(f"figure recall {v['boxes']['figure_recall']}, clean {v['boxes']['clean_rate']}")
     lines.append(f"compare: {state.get('verdict') or 'not compared (no ground truth)'}")
     return "\n".join(lines)
 
