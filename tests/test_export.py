@@ -187,7 +187,7 @@ def test_cli_export_check_and_tamper(workspace, tmp_path, monkeypatch):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")  # not a dataset: refused before any work
     r = runner.invoke(app, ["export", str(workspace), "-o", "mine"])
-    assert r.exit_code == 2 and "not a kirinuki dataset" in r.output and (tmp_path / "mine" / "notes.txt").exists()
+    assert r.exit_code == 2 and "not a folder kirinuki wrote" in r.output and (tmp_path / "mine" / "notes.txt").exists()
     (tmp_path / "strict.yaml").write_text("export:\n  select: approved\n")  # no reviews beside a bare extract folder
     r = runner.invoke(app, ["export", str(workspace / "extract"), "-o", "empty", "-p", "strict.yaml"])
     assert r.exit_code == 1 and "the dataset is empty" in r.output, r.output

@@ -542,8 +542,8 @@ def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or s
            params: Optional[Path] = ParamsOpt):
     """Approved or lora_ok cut-outs -> a LoRA training set (kohya-ss, ai-toolkit, Hugging Face
     imagefolder; params `export`), with a manifest; `--check DATASET` verifies one. Exit 1: problems."""
-    from kirinuki.dataset.export import (MANIFEST, ExportError, check as check_dataset, find_source, load_tag_dictionary,
-                                         run_export)
+    from kirinuki.dataset.export import (ExportError, check as check_dataset, check_replaceable, find_source,
+                                         load_tag_dictionary, run_export)
     if check:
         if len(paths) != 1 or out:
             _fail("--check takes one dataset folder and no --out", code=USAGE)
@@ -557,11 +557,10 @@ def export(paths: list[Path] = typer.Argument(..., help="tracker workspaces or s
     if out is None:
         _fail("give the dataset folder to write with --out/-o", code=USAGE)
     out = _out_folder(out)
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():  # replaced whole: never a user's folder
-        _fail(f"{out}: exists and is not a kirinuki dataset (no {MANIFEST}); choose another folder", code=USAGE)
     p = _params(params)
     tagger = None
     try:
+        check_replaceable(out)  # replaced whole: found before any work, never a user's folder
         sources = [find_source(path) for path in paths]
         load_tag_dictionary(p.export)  # a bad dictionary stops here, before any work
         if p.export.tagger.model:

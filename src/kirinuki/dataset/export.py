@@ -357,6 +357,7 @@ def write_kohya_sample(base: Path, repeats: dict[int, list[str]], trigger: str, 
     caption in `base`, not links: a caption edited there must not alter the exported set), replacing
     `out` whole: an image whose repeats changed since the last sample sits in one folder only, and
     an interrupted copy is never left behind."""
+    check_replaceable(out, SAMPLE_MARK)  # before any copy
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(out.parent.stat().st_mode & 0o777)
@@ -375,11 +376,15 @@ def write_kohya_sample(base: Path, repeats: dict[int, list[str]], trigger: str, 
         raise
 
 
-def _swap(new: Path, out: Path, mark: str = MANIFEST) -> None:
-    """Put the finished folder `new` in place of `out` (which is moved aside first, then removed);
-    an `out` that holds files but no `mark` is none of ours, and is refused."""
-    if out.exists() and not (out / mark).is_file() and any(out.iterdir()):
+def check_replaceable(out: Path, mark: str = MANIFEST) -> None:
+    """ExportError where `out` holds files but no `mark`: a folder kirinuki did not write is never replaced."""
+    if out.is_dir() and not (out / mark).is_file() and any(out.iterdir()):
         raise ExportError(f"{out}: exists and is not a folder kirinuki wrote (no {mark}); choose another folder")
+
+
+def _swap(new: Path, out: Path, mark: str = MANIFEST) -> None:
+    """Put the finished folder `new` in place of `out` (which is moved aside first, then removed)."""
+    check_replaceable(out, mark)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old")

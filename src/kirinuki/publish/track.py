@@ -71,7 +71,7 @@ class ExtractOutcome:
 def run_paths(ws: Workspace) -> RunPaths:
     """Where a tracker run keeps its outputs in the workspace."""
     return RunPaths(extract=ws.extract, scores=ws.extract / SCORES_NAME, metrics=ws.metrics,
-                             reviews=ws.reviews, exports=ws.exports)
+                    reviews=ws.reviews, exports=ws.exports)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -229,18 +229,8 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
     if not masks and not boxes:
         log("no ground truth (<stem>_gt.png or _gt.json) in the work: no IoU, no compare")
         return None, None, None
-    if not masks:
-        try:
-            metrics = pipeline.validate(run, work, params)
-        except ValidateError as e:
-            log(f"validate: {e}")
-            return None, None, None
-        b = metrics["boxes"]
-        log(f"validate (boxes): figure recall {b['figure_recall']}, precision {b['figure_precision']}, "
-            f"clean {b['clean_rate']}; no compare (needs masks)")
-        return metrics, None, None
     previous = RunPaths.in_folder(run.metrics / "previous").per_image
-    if run.per_image.is_file():  # the last finished run becomes the baseline of this one
+    if masks and run.per_image.is_file():  # the last finished run becomes the baseline of this one
         previous.parent.mkdir(parents=True, exist_ok=True)
         os.replace(run.per_image, previous)
     try:
@@ -248,6 +238,11 @@ def _validate_and_compare(ws: Workspace, work: Path, images: list[Path], baselin
     except ValidateError as e:
         log(f"validate: {e}")
         return None, None, None
+    if not masks:
+        b = metrics["boxes"]
+        log(f"validate (boxes): figure recall {b['figure_recall']}, precision {b['figure_precision']}, "
+            f"clean {b['clean_rate']}; no compare (needs masks)")
+        return metrics, None, None
     log(f"validate: instance mIoU {metrics['instance_miou']}, union mIoU {metrics['union_miou']}, "
         f"precision {metrics['precision']}, recall {metrics['recall']}")
     baseline = baseline or (str(previous) if previous.is_file() else None)
