@@ -21,6 +21,15 @@ MAX_N = 1_000_000  # sample-size searches give up beyond this
 _BOOT_CELLS = 4_000_000  # resampled values held in memory at once by bootstrap_ci
 
 
+def spearman(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
+    """Spearman's rank correlation; None where it is undefined (fewer than 3 pairs, or one side
+    constant), which scipy would answer with NaN and a warning."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.unique(x).size < 2 or np.unique(y).size < 2:
+        return None
+    return float(stats.spearmanr(x, y).statistic)
+
+
 def wilcoxon_p(d: np.ndarray) -> Optional[float]:
     """Two-sided Wilcoxon signed-rank p-value; zero differences are dropped ("wilcox").
 

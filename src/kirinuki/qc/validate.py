@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import spearmanr
 
 from kirinuki.core.config import ValidateParams
+from kirinuki.core.stats import spearman
 from kirinuki.quality.features import completeness
 from kirinuki.quality.score import GRADES
 from kirinuki.dataset.reviews import latest, lora_ok_by_sha, read_reviews, review_summary
@@ -314,9 +314,7 @@ def summarize(per_image: pd.DataFrame, per_cutout: pd.DataFrame, params: Validat
     scored = score.notna()
     lora_ok = per_cutout["lora_ok"].astype("boolean").fillna(False).astype(bool)
 
-    spearman = None
-    if scored.sum() >= 3 and score[scored].nunique() > 1 and iou[scored].nunique() > 1:
-        spearman = spearmanr(score[scored], iou[scored]).statistic
+    rho = spearman(score[scored], iou[scored])
 
     grades = {}
     for g in GRADES:
@@ -341,7 +339,7 @@ def summarize(per_image: pd.DataFrame, per_cutout: pd.DataFrame, params: Validat
         "count_accuracy": _ratio(per_image["count_ok"].astype(bool).sum(), len(per_image)),
         "empty_pages": len(empty),
         "empty_page_fp_rate": _ratio(empty["empty_fp"].astype(bool).sum(), len(empty)),
-        "score_iou_spearman": _num(spearman),
+        "score_iou_spearman": _num(rho),
         "lora_ok_precision": _ratio((iou[lora_ok] >= params.good_iou).sum(), lora_ok.sum()),
         "lora_ok_count": int(lora_ok.sum()) if any_scored else None,
         # does the grade separate LoRA-worthy cut-outs (IoU >= good_iou) from the rest?
@@ -390,10 +388,9 @@ def box_grade_summary(cutouts: list[dict], scores: dict[tuple[str, int], dict]) 
     low = np.array([s["grade"] in ("D", "E") for _, s in rows])
     merged = np.array([c["holds"] >= 2 for c, _ in rows])
     none = np.array([c["false"] for c, _ in rows])
-    constant = len(rows) < 3 or len(set(score.tolist())) < 2 or len(set(iou.tolist())) < 2
-    rho = np.nan if constant else spearmanr(score, iou).statistic  # undefined; scipy would warn on stderr
+    rho = spearman(score, iou)
     return {"n": len(rows), "clean": int(clean.sum()),
-            "score_box_spearman": None if np.isnan(rho) else round(float(rho), 4),
+            "score_box_spearman": _num(rho),
             "score_auroc_clean": auroc(score, clean), "lora_ok_count": int(ok.sum()),
             "lora_ok_precision": _ratio((ok & clean).sum(), ok.sum()), "lora_ok_recall": _ratio((ok & clean).sum(), clean.sum()),
             "clean_graded_d_or_e": int((clean & low).sum()), "merged": int(merged.sum()),
