@@ -36,7 +36,6 @@ from kirinuki.core.config import SERVE_IDLE_TIMEOUT_S
 from kirinuki.core.imageio import read_json, read_jsonl
 from kirinuki.core.secrets import DASHBOARD_PASSWORD_ENV, DASHBOARD_USER_ENV, redact
 from kirinuki.dataset.usage import training_usage
-from kirinuki.core.runs import SCORES_NAME
 from kirinuki.dataset.reviews import VERDICTS, Review, ReviewError, append_review, latest, read_reviews, review_summary
 from kirinuki.publish.dashboard import render_index, review_json
 from kirinuki.publish.workspace import TRACKER_ID, Workspace, find_workspaces, live_state
@@ -163,7 +162,7 @@ class Cutouts:
     @staticmethod
     def records(ws: Workspace) -> dict[str, dict]:
         """"<image>/<k>" -> its score record (scores.jsonl, as `kirinuki track` writes it)."""
-        scores = ws.extract / SCORES_NAME  # track.run_paths(ws).scores
+        scores = ws.scores
         try:
             rows = read_jsonl(scores) if scores.is_file() else []
         except (OSError, ValueError) as e:

@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Optional
 from tqdm import tqdm
 
 from kirinuki import pipeline
-from kirinuki.core.runs import SCORES_NAME, RunPaths
+from kirinuki.core.runs import RunPaths
 from kirinuki.core.config import ConfigError, Params
 from kirinuki.core.imageio import (find_images, index_box_gt, index_gt, read_json, read_jsonl, remove_stale_temps,
                                    write_json, write_text)
@@ -70,7 +70,7 @@ class ExtractOutcome:
 
 def run_paths(ws: Workspace) -> RunPaths:
     """Where a tracker run keeps its outputs in the workspace."""
-    return RunPaths(extract=ws.extract, scores=ws.extract / SCORES_NAME, metrics=ws.metrics,
+    return RunPaths(extract=ws.extract, scores=ws.scores, metrics=ws.metrics,
                     reviews=ws.reviews, exports=ws.exports)
 
 

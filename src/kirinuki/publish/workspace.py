@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from kirinuki.core.config import TRACKER_ID_MAX, TRACKER_ID_PATTERN
+from kirinuki.core.runs import SCORES_NAME
 from kirinuki.dataset.usage import EXPORTS_NAME
 from kirinuki.dataset.reviews import REVIEWS_NAME
 
@@ -42,6 +43,7 @@ class Workspace:
         return self.root / self.author / WORKSPACES / self.tracker_id
 
     extract = property(lambda self: self.dir / "extract")       # run_extract output, scores.jsonl
+    scores = property(lambda self: self.extract / SCORES_NAME)  # the run's grades
     metrics = property(lambda self: self.dir / "metrics")       # validate + compare outputs
     dashboard = property(lambda self: self.dir / "dashboard")   # the only folder `serve` exposes
     reviews = property(lambda self: self.dir / REVIEWS_NAME)  # approve/exclude verdicts, appended by `serve`
